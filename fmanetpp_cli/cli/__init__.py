@@ -1,0 +1,1 @@
+"""Command-line interface: parses arguments, calls one library function, renders the result."""

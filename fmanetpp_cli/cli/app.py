@@ -1,0 +1,82 @@
+"""The `fmanetpp` application: registers the commands and maps errors to exit codes.
+
+Each command lives in its own module of this package and exposes ``register(app)``. ``main()`` is the
+console-script entry point: expected errors (``fmanetpp_cli.errors`` and a few OS errors) become one line
+on stderr and exit code 1; a traceback is shown only with ``--debug`` or ``FMANETPP_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from fmanetpp_cli import __version__
+from fmanetpp_cli.cli._console import err
+from fmanetpp_cli.cli._errors import message_for
+
+# Command modules, registered in this order (each defines `register(app: typer.Typer) -> None`).
+COMMAND_MODULES: tuple[str, ...] = (
+    "fmanetpp_cli.cli.weights",
+)
+
+app = typer.Typer(
+    name="fmanetpp",
+    help="Restore real-world video: joint super-resolution and deblurring with FMA-Net++ and FMA-Net.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fmanetpp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show a full traceback on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    _state["debug"] = debug or os.environ.get("FMANETPP_DEBUG", "") not in ("", "0")
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; expected errors exit with code 1 and one line on stderr."""
+    debug_env = os.environ.get("FMANETPP_DEBUG", "") not in ("", "0")
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        rv = app(args=args, standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print("Aborted.")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("Interrupted.")
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the one place where errors become messages
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        msg = message_for(e)
+        if msg is None or _state["debug"] or debug_env or "--debug" in args:
+            raise
+        err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    if isinstance(rv, int) and rv:
+        sys.exit(rv)

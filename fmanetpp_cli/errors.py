@@ -1,0 +1,101 @@
+"""The exception hierarchy of fmanetpp.
+
+Library code raises these (with ``from e`` when translating a third-party error); the CLI turns each
+into one line of text in ``fmanetpp_cli.cli._errors`` and exits non-zero. Each subclass also inherits
+the matching standard-library base, so a generic ``except FileNotFoundError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class FMANetError(Exception):
+    """Base class of every error the tool raises on purpose."""
+
+
+class ConfigError(FMANetError, ValueError):
+    """A bad configuration, option value or combination of flags."""
+
+
+class InputShapeError(FMANetError, ValueError):
+    """A tensor with the wrong number of dimensions or a size the model cannot take."""
+
+
+class CheckpointError(FMANetError):
+    """A weights file that cannot be read, trusted or loaded."""
+
+
+class WeightsNotFoundError(CheckpointError, FileNotFoundError):
+    """An unknown model name, a missing file, or a file not cached while offline."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A pickle that holds more than tensors and plain containers (refused, nothing executed)."""
+
+    def __init__(self, path: str, globals_: list[str], detail: str = "") -> None:
+        self.path = path
+        self.globals = globals_
+        names = ", ".join(globals_) if globals_ else "unknown"
+        msg = f"{path}: refused to load, the checkpoint references non-tensor globals: {names}"
+        super().__init__(msg + (f" ({detail})" if detail and not globals_ else ""))
+
+
+class StateDictMismatchError(CheckpointError):
+    """Missing, unexpected or mis-shaped keys when loading a state dict strictly."""
+
+    def __init__(
+        self,
+        missing: list[str],
+        unexpected: list[str],
+        mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
+        source: str = "",
+    ) -> None:
+        self.missing = missing
+        self.unexpected = unexpected
+        self.mismatched = mismatched
+
+        def head(items: list[str]) -> str:
+            shown = ", ".join(items[:5])
+            return shown + (f", ... ({len(items)} in all)" if len(items) > 5 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing [{head(missing)}]")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected [{head(unexpected)}]")
+        if mismatched:
+            shapes = [f"{k}: file {tuple(a)} vs model {tuple(b)}" for k, a, b in mismatched]
+            parts.append(f"{len(mismatched)} mis-shaped [{head(shapes)}]")
+        prefix = f"{source}: " if source else ""
+        super().__init__(prefix + "weights do not match the architecture: " + "; ".join(parts))
+
+
+class ChecksumError(CheckpointError):
+    """A file whose sha256 differs from the one recorded for it."""
+
+
+class HubError(CheckpointError):
+    """A download from the Hugging Face Hub failed (HTTP error, dropped connection, no such repo)."""
+
+
+class VideoError(FMANetError):
+    """Base class of video input/output problems."""
+
+
+class VideoOpenError(VideoError, OSError):
+    """A file that is missing, empty, unreadable or not a video container."""
+
+
+class UnsupportedVideoError(VideoError):
+    """A container without a video stream, or a codec / pixel format we cannot handle."""
+
+
+class VideoDecodeError(VideoError):
+    """Decoding failed part way, or produced fewer frames than the container declares."""
+
+
+class VideoWriteError(VideoError, OSError):
+    """The output cannot be written (unwritable folder, encoder failure, failed verification)."""
+
+
+class OutputExistsError(VideoError, FileExistsError):
+    """The output exists and ``overwrite`` was not given, or the output is the input."""
