@@ -1,0 +1,325 @@
+"""Shared building blocks of FMA-Net (CVPR 2024) and FMA-Net++ (arXiv 2512.04390).
+
+Every block here works on *per-frame* tensors ``[N, C, H, W]`` (callers fold time into the batch,
+``N = B*T``), because all FMA-Net convolutions except one are per-frame. Convolutions that the official
+FMA-Net declares as ``Conv3d`` with a ``1 x k x k`` kernel are :class:`FrameConv3d`: the parameter keeps the
+official 5-D shape ``[out, in, 1, k, k]`` (so official state dicts load unchanged) while the forward pass
+runs a 2-D convolution on folded frames, which is cheaper on CPU and lets FMA-Net++ reuse the blocks.
+``FrameConv3d`` also accepts 5-D ``[B, C, T, H, W]`` input.
+
+Attribute names that reach ``state_dict`` keys (``body``, ``layer``, ``RDBs``, ``conv``, ``q_dwconv``,
+``project_in``, ...) follow the official FMA-Net module tree and must not be renamed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from fmanetpp_cli.errors import ConfigError
+
+LAYERNORM_TYPES = ("WithBias", "BiasFree")
+LAYERNORM_EPS = 1e-5
+
+
+class FrameConv3d(nn.Conv3d):
+    """A ``Conv3d`` with a ``1 x k x k`` kernel, i.e. the same 2-D convolution applied to every frame.
+
+    The parameter shapes are those of ``nn.Conv3d`` (``weight [out, in, 1, k, k]``), so FMA-Net's official
+    weights load as they are. Zero padding of ``k // 2`` keeps the spatial size.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: odd spatial kernel size (1 or 3 in FMA-Net).
+        bias: whether the convolution has a bias.
+    """
+
+    def __init__(
+        self, *, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True
+    ) -> None:
+        if kernel_size % 2 != 1:
+            raise ConfigError(f"FrameConv3d kernel_size must be odd, got {kernel_size}")
+        pad = kernel_size // 2
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size=(1, kernel_size, kernel_size),
+            padding=(0, pad, pad),
+            bias=bias,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Convolve each frame.
+
+        Shapes:
+            x: ``[N, C_in, H, W]`` (frames folded into the batch) or ``[B, C_in, T, H, W]``.
+            return: ``[N, C_out, H, W]`` or ``[B, C_out, T, H, W]`` (same layout as ``x``).
+        """
+        if x.ndim == 4:
+            return F.conv2d(x, self.weight.squeeze(2), self.bias, padding=self.padding[1:])
+        return super().forward(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# Normalisation
+# --------------------------------------------------------------------------------------------------
+
+
+class WithBiasLayerNorm(nn.Module):
+    """LayerNorm over the last axis with weight and bias (biased variance, eps 1e-5 inside the root)."""
+
+    def __init__(self, *, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shapes: x ``[..., C]`` -> ``[..., C]``."""
+        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, LAYERNORM_EPS)
+
+
+class BiasFreeLayerNorm(nn.Module):
+    """Restormer's bias-free LayerNorm: ``x / sqrt(var + eps) * weight``; the mean is not subtracted."""
+
+    def __init__(self, *, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shapes: x ``[..., C]`` -> ``[..., C]``."""
+        var = x.var(-1, keepdim=True, unbiased=False)
+        return x / torch.sqrt(var + LAYERNORM_EPS) * self.weight
+
+
+class LayerNorm(nn.Module):
+    """Per-pixel LayerNorm over the channels of an image tensor (Restormer / FMA-Net).
+
+    Args:
+        dim: number of channels.
+        layernorm_type: ``"WithBias"`` (weight and bias) or ``"BiasFree"`` (weight only).
+    """
+
+    def __init__(self, *, dim: int, layernorm_type: str = "WithBias") -> None:
+        super().__init__()
+        if layernorm_type not in LAYERNORM_TYPES:
+            raise ConfigError(f"layernorm_type must be one of {LAYERNORM_TYPES}, got {layernorm_type!r}")
+        self.body: nn.Module = (
+            WithBiasLayerNorm(dim=dim) if layernorm_type == "WithBias" else BiasFreeLayerNorm(dim=dim)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalise every pixel's channel vector.
+
+        Shapes:
+            x: ``[N, C, H, W]``.
+            return: ``[N, C, H, W]`` (a channels-last strided view; convolutions accept it directly).
+        """
+        return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # [N, C, H, W]
+
+
+# --------------------------------------------------------------------------------------------------
+# Residual dense blocks
+# --------------------------------------------------------------------------------------------------
+
+
+class DenseLayer(nn.Module):
+    """``3x3`` convolution + LeakyReLU(0.2) whose output is appended to its input (dense connection).
+
+    Args:
+        dim: input channels.
+        growth_rate: channels added.
+        bias: convolution bias.
+    """
+
+    def __init__(self, *, dim: int, growth_rate: int, bias: bool) -> None:
+        super().__init__()
+        self.conv = FrameConv3d(in_channels=dim, out_channels=growth_rate, kernel_size=3, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shapes: x ``[N, C, H, W]`` -> ``[N, C + growth_rate, H, W]``."""
+        return torch.cat((x, F.leaky_relu(self.conv(x), 0.2)), dim=1)  # [N, C+G, H, W]
+
+
+class RDB(nn.Module):
+    """Residual dense block: ``num_dense_layer`` dense layers, a ``1x1`` fusion conv and a skip.
+
+    The fusion conv always has a bias (as in the official code, whatever ``bias`` says).
+
+    Args:
+        dim: channels in and out.
+        growth_rate: channels each dense layer adds.
+        num_dense_layer: number of dense layers.
+        bias: bias of the dense-layer convolutions.
+    """
+
+    def __init__(self, *, dim: int, growth_rate: int, num_dense_layer: int, bias: bool) -> None:
+        super().__init__()
+        self.layer = nn.Sequential(
+            *[
+                DenseLayer(dim=dim + growth_rate * i, growth_rate=growth_rate, bias=bias)
+                for i in range(num_dense_layer)
+            ]
+        )
+        self.conv = FrameConv3d(
+            in_channels=dim + growth_rate * num_dense_layer, out_channels=dim, kernel_size=1, bias=True
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shapes: x ``[N, dim, H, W]`` -> ``[N, dim, H, W]``."""
+        return self.conv(self.layer(x)) + x
+
+
+class RRDB(nn.Module):
+    """A chain of ``num_rdb`` RDBs whose outputs are all fused by ``1x1`` then ``3x3`` convs, plus a skip.
+
+    The official block concatenates all ``num_rdb`` outputs (``num_rdb * dim`` channels: 746 MB at
+    180x320x3 frames for the full FMA-Net) before the ``1x1`` conv. A ``1x1`` conv over a concatenation is
+    the sum of ``1x1`` convs over its parts, so here each RDB output is folded into a running sum as soon
+    as it exists and only one ``dim``-channel accumulator is kept.
+
+    Args:
+        dim: channels in and out.
+        num_rdb: number of RDBs.
+        growth_rate: RDB growth rate.
+        num_dense_layer: dense layers per RDB.
+        bias: bias of every conv except the RDB fusion convs (which always have one).
+    """
+
+    def __init__(self, *, dim: int, num_rdb: int, growth_rate: int, num_dense_layer: int, bias: bool) -> None:
+        super().__init__()
+        self.RDBs = nn.ModuleList(
+            [
+                RDB(dim=dim, growth_rate=growth_rate, num_dense_layer=num_dense_layer, bias=bias)
+                for _ in range(num_rdb)
+            ]
+        )
+        self.conv = nn.Sequential(
+            FrameConv3d(in_channels=dim * num_rdb, out_channels=dim, kernel_size=1, bias=bias),
+            FrameConv3d(in_channels=dim, out_channels=dim, kernel_size=3, bias=bias),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shapes: x ``[N, dim, H, W]`` -> ``[N, dim, H, W]`` (per-frame; 5-D input is folded internally)."""
+        if x.ndim == 5:
+            T = x.shape[2]
+            out = self.forward(rearrange(x, "b c t h w -> (b t) c h w"))
+            return rearrange(out, "(b t) c h w -> b c t h w", t=T)  # [B, dim, T, H, W]
+        fuse: FrameConv3d = self.conv[0]  # type: ignore[assignment]
+        dim = x.shape[1]
+        weights = fuse.weight.flatten(1).split(dim, dim=1)  # num_rdb x [dim, dim]
+        acc: Tensor | None = None
+        h = x
+        for rdb, w in zip(self.RDBs, weights, strict=True):
+            h = rdb(h)
+            part = F.conv2d(h, w[:, :, None, None])  # [N, dim, H, W]
+            acc = part if acc is None else acc.add_(part)
+        assert acc is not None  # num_rdb >= 1 (checked by the configs)
+        if fuse.bias is not None:
+            acc = acc + fuse.bias[:, None, None]
+        return self.conv[1](acc) + x
+
+
+# --------------------------------------------------------------------------------------------------
+# Transformer parts (Restormer-style)
+# --------------------------------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    """Multi-head transposed (channel) attention (Restormer MDTA), as FMA-Net uses it.
+
+    Keys and values come from ``x``; queries come from ``query`` when given (cross-attention, as in
+    FMA-Net's FRMA blocks where the query is the centre-frame feature or the degradation kernels) and
+    from ``x`` otherwise (self-attention). Attention maps are ``[C/heads, C/heads]`` per head, so the cost
+    is linear in the number of pixels.
+
+    Args:
+        dim: channels (divisible by ``num_heads``).
+        num_heads: attention heads; each head has a learnable temperature.
+        bias: bias of the projections.
+    """
+
+    def __init__(self, *, dim: int, num_heads: int, bias: bool) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ConfigError(f"Attention dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.q = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
+        self.q_dwconv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=bias)
+        self.kv_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
+        self.kv_dwconv = nn.Conv2d(dim * 2, dim * 2, kernel_size=3, padding=1, groups=dim * 2, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: Tensor, query: Tensor | None = None) -> Tensor:
+        """Attend.
+
+        Shapes:
+            x: ``[N, C, H, W]`` (keys and values).
+            query: ``[N, C, H, W]`` or None (then ``x``).
+            return: ``[N, C, H, W]``.
+        """
+        _, _, H, W = x.shape
+        q = self.q_dwconv(self.q(x if query is None else query))
+        k, v = self.kv_dwconv(self.kv_conv(x)).chunk(2, dim=1)
+        q = rearrange(q, "n (head c) h w -> n head c (h w)", head=self.num_heads)
+        k = rearrange(k, "n (head c) h w -> n head c (h w)", head=self.num_heads)
+        v = rearrange(v, "n (head c) h w -> n head c (h w)", head=self.num_heads)
+        q = F.normalize(q, dim=-1)
+        k = F.normalize(k, dim=-1)
+        attn = (q @ k.transpose(-2, -1)) * self.temperature  # [N, head, c, c]
+        out = attn.softmax(dim=-1) @ v  # [N, head, c, H*W]
+        out = rearrange(out, "n head c (h w) -> n (head c) h w", h=H, w=W)  # [N, C, H, W]
+        return self.project_out(out)
+
+
+class FeedForward(nn.Module):
+    """Gated-Dconv feed-forward (Restormer GDFN): ``1x1`` -> depthwise ``3x3`` -> GELU gate -> ``1x1``.
+
+    Args:
+        dim: channels in and out.
+        ffn_expansion_factor: hidden width is ``int(dim * ffn_expansion_factor)``.
+        bias: convolution bias.
+    """
+
+    def __init__(self, *, dim: int, ffn_expansion_factor: float, bias: bool) -> None:
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)
+        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
+        self.dwconv = nn.Conv2d(
+            hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias
+        )
+        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shapes: x ``[N, C, H, W]`` -> ``[N, C, H, W]``."""
+        gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)  # 2 x [N, hidden, H, W]
+        return self.project_out(F.gelu(gate) * value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Upsampling
+# --------------------------------------------------------------------------------------------------
+
+
+class PixelShuffleBlock(nn.Module):
+    """x4 feature upsampler: (conv ``3x3`` to 4C, LeakyReLU, shuffle x2) twice, then conv + LeakyReLU.
+
+    Args:
+        channels: channels in and out.
+        bias: convolution bias.
+    """
+
+    def __init__(self, *, channels: int, bias: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels * 4, kernel_size=3, padding=1, bias=bias)
+        self.conv2 = nn.Conv2d(channels, channels * 4, kernel_size=3, padding=1, bias=bias)
+        self.conv3 = nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shapes: x ``[N, C, H, W]`` -> ``[N, C, 4H, 4W]``."""
+        x = F.pixel_shuffle(F.leaky_relu(self.conv1(x), 0.2), 2)  # [N, C, 2H, 2W]
+        x = F.pixel_shuffle(F.leaky_relu(self.conv2(x), 0.2), 2)  # [N, C, 4H, 4W]
+        return F.leaky_relu(self.conv3(x), 0.2)
