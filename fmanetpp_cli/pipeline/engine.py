@@ -1,0 +1,244 @@
+"""One model pass over one temporal chunk: numpy frames in, restored numpy frames out.
+
+``ChunkRestorer`` owns everything between the decoded frames and the model: conversion to float tensors on
+the device, the channel order the weights expect, spatial padding and tiling, window batching (FMA-Net v1)
+or sequence slicing (FMA-Net++), mixed precision, clamping, resampling to a non-native scale, and the
+conversion back to ``uint8`` / ``uint16`` frames.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from fmanetpp_cli.errors import ConfigError, InputShapeError
+from fmanetpp_cli.pipeline.device import autocast
+from fmanetpp_cli.pipeline.tiling import SizePadder, auto_tile_size, measure_peak_bytes, run_tiled
+
+# Spatial size of the probe pass that measures a model's memory per pixel.
+PROBE_SIDE = 32
+
+
+class RestorationModel(Protocol):
+    """The attributes the pipeline reads from a model (see ``docs/design.md``)."""
+
+    scale: int
+    temporal_mode: str
+    num_seq: int
+    temporal_radius: int
+    channel_order: str
+
+
+def model_needs(model: nn.Module) -> tuple[int, int]:
+    """(size multiple, minimum side) of the frames a model accepts; optional model attributes."""
+    return int(getattr(model, "size_multiple", 1)), int(getattr(model, "min_size", 1))
+
+
+def check_model(model: nn.Module) -> None:
+    """Raise ConfigError when ``model`` lacks the attributes the pipeline relies on."""
+    missing = [a for a in ("scale", "temporal_mode", "num_seq", "temporal_radius") if not hasattr(model, a)]
+    if missing:
+        raise ConfigError(f"{type(model).__name__} is not a restoration model (no {', '.join(missing)})")
+    if model.temporal_mode not in ("window", "sequence"):
+        raise ConfigError(f"unknown temporal_mode {model.temporal_mode!r}")
+    if getattr(model, "channel_order", "RGB") not in ("RGB", "BGR"):
+        raise ConfigError(f"unknown channel_order {model.channel_order!r}")
+
+
+def frames_to_tensor(frames: Sequence[np.ndarray], device: torch.device) -> Tensor:
+    """Stack ``[H, W, 3]`` uint8 / uint16 RGB frames into one float clip in [0, 1].
+
+    Shapes:
+        frames: T arrays ``[H, W, 3]``
+        returns: ``[1, 3, T, H, W]``
+    """
+    peak = 65535.0 if frames[0].dtype == np.uint16 else 255.0
+    stack = torch.from_numpy(np.stack(frames)).to(device)  # [T, H, W, 3]
+    x = rearrange(stack, "t h w c -> 1 c t h w")  # [1, 3, T, H, W]
+    return x.float().div_(peak)
+
+
+def tensor_to_frames(y: Tensor, dtype: np.dtype) -> list[np.ndarray]:
+    """Quantise ``[T, 3, H, W]`` floats (clamped to [0, 1]) into ``[H, W, 3]`` frames of ``dtype``."""
+    peak = 65535.0 if dtype == np.uint16 else 255.0
+    q = y.float().clamp_(0, 1).mul_(peak).round_()  # [T, 3, H, W]
+    arr = rearrange(q, "t c h w -> t h w c").cpu().numpy()  # [T, H, W, 3]
+    return [f.astype(dtype) for f in arr]
+
+
+class ChunkRestorer:
+    """Runs a restoration model on temporal chunks of frames of one fixed size.
+
+    Args:
+        model: a network with ``scale``, ``temporal_mode``, ``num_seq``, ``temporal_radius`` and
+            ``channel_order`` (moved to ``device`` and put in eval mode here).
+        height: frame height ``H``.
+        width: frame width ``W``.
+        device: where the model runs.
+        dtype: compute precision (fp32, or bf16 / fp16 under autocast).
+        out_scale: output size over input size; differs from ``model.scale`` only when resampling.
+        tile: tile side in input pixels, 0 for no tiling.
+        tile_overlap: overlap between tiles in input pixels.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        height: int,
+        width: int,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        out_scale: float | None = None,
+        tile: int = 0,
+        tile_overlap: int = 16,
+    ) -> None:
+        check_model(model)
+        self.model = model.to(device).eval()
+        self.scale = int(model.scale)
+        self.window = model.temporal_mode == "window"
+        self.num_seq = int(model.num_seq)
+        self.bgr = getattr(model, "channel_order", "RGB") == "BGR"
+        self.device = device
+        self.dtype = dtype
+        multiple, min_size = model_needs(model)
+        self.multiple = multiple
+        self.padder = SizePadder(height, width, multiple=multiple, min_size=min_size)
+        self.out_scale = float(self.scale if out_scale is None else out_scale)
+        self.out_height = max(1, round(height * self.out_scale))
+        self.out_width = max(1, round(width * self.out_scale))
+        if tile and tile % multiple:
+            raise ConfigError(f"--tile {tile} must be a multiple of {multiple} for this model")
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.model_seconds = 0.0
+
+    @property
+    def height(self) -> int:
+        """Input frame height."""
+        return self.padder.height
+
+    @property
+    def width(self) -> int:
+        """Input frame width."""
+        return self.padder.width
+
+    def _forward(self, x: Tensor, offset: int, count: int) -> Tensor:
+        """The model on one (tile of a) chunk, returning only the ``count`` outputs from ``offset``.
+
+        Shapes:
+            x: ``[1, 3, L, h, w]``
+            returns: ``[count, 3, s*h, s*w]``
+        """
+        if self.window:
+            h = self.num_seq // 2
+            windows = x[0].unfold(1, self.num_seq, 1)  # [3, L-T+1, h, w, T]
+            windows = rearrange(windows, "c k h w t -> k c t h w")  # [K, 3, T, h, w]
+            out = self.model(windows[offset - h : offset - h + count])["output"]  # [count, 3, sh, sw]
+        else:
+            out = self.model(x)["output"]  # [1, 3, L, sh, sw]
+            out = rearrange(out[:, :, offset : offset + count], "1 c t h w -> t c h w")  # [count, 3, sh, sw]
+        return out.float()
+
+    def restore(self, frames: Sequence[np.ndarray], offset: int, count: int) -> list[np.ndarray]:
+        """Restore ``count`` frames of a chunk, starting at input position ``offset``.
+
+        Args:
+            frames: the chunk's input frames ``[H, W, 3]`` (uint8 or uint16), end padding included.
+            offset: position of the first output frame inside ``frames``.
+            count: number of output frames.
+
+        Returns:
+            ``count`` frames ``[round(s'H), round(s'W), 3]`` of the input dtype (``s'`` = ``out_scale``).
+
+        Raises:
+            InputShapeError: a frame of the wrong size, or too few frames around a window centre.
+        """
+        if any(f.shape != (self.height, self.width, 3) for f in frames):
+            shapes = sorted({f.shape for f in frames})
+            raise InputShapeError(f"expected frames of {(self.height, self.width, 3)}, got {shapes}")
+        if self.window and (offset < self.num_seq // 2 or offset + count + self.num_seq // 2 > len(frames)):
+            raise InputShapeError(
+                f"windows of {self.num_seq} frames do not fit the chunk at {offset}+{count}"
+            )
+        with torch.inference_mode():
+            x = frames_to_tensor(frames, self.device)  # [1, 3, L, H, W]
+            if self.bgr:
+                x = x.flip(1)
+            x = self.padder.pad(x)  # [1, 3, L, Hp, Wp]
+            started = time.perf_counter()
+            with autocast(self.device, self.dtype):
+                if self.tile:
+                    y = run_tiled(
+                        lambda t: self._forward(t, offset, count),
+                        x,
+                        tile=self.tile,
+                        overlap=self.tile_overlap,
+                        scale=self.scale,
+                    )  # [count, 3, s*Hp, s*Wp]
+                else:
+                    y = self._forward(x, offset, count)  # [count, 3, s*Hp, s*Wp]
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.model_seconds += time.perf_counter() - started
+            y = self.padder.crop(y, self.scale)  # [count, 3, sH, sW]
+            if self.bgr:
+                y = y.flip(1)
+            y = self.resample(y.clamp(0, 1))  # [count, 3, s'H, s'W]
+            return tensor_to_frames(y, frames[0].dtype)
+
+    def resample(self, y: Tensor) -> Tensor:
+        """Resize native-scale frames to ``out_scale`` (antialiased bicubic); identity at the native scale.
+
+        Shapes:
+            y: ``[N, 3, sH, sW]``
+            returns: ``[N, 3, round(s'H), round(s'W)]``
+        """
+        size = (self.out_height, self.out_width)
+        if tuple(y.shape[-2:]) == size:
+            return y
+        down = size[0] < y.shape[-2] or size[1] < y.shape[-1]
+        return F.interpolate(y, size=size, mode="bicubic", align_corners=False, antialias=down)
+
+    def bytes_per_pixel(self, chunk_len: int) -> float:
+        """Working memory of one pass over ``chunk_len`` frames, per input pixel (measured on a probe).
+
+        The probe is a ``PROBE_SIDE``-sided square of mid-grey frames; fixed costs (such as channel
+        attention matrices) are included, which makes the estimate conservative.
+        """
+        side = max(PROBE_SIDE, self.multiple)
+        side = -(-side // self.multiple) * self.multiple
+        length = max(chunk_len, self.num_seq if self.window else 1)
+        probe = torch.full((1, 3, length, side, side), 0.5, device=self.device)  # [1, 3, L, p, p]
+        offset = self.num_seq // 2 if self.window else 0
+        count = length - 2 * offset
+
+        def run() -> None:
+            with autocast(self.device, self.dtype):
+                self._forward(probe, offset, count)
+
+        params = [*self.model.parameters(), *self.model.buffers(), probe]
+        peak = measure_peak_bytes(run, params)
+        return peak / (side * side)
+
+    def choose_tile(self, chunk_len: int, budget_bytes: int) -> int:
+        """Tile side for a memory budget: 0 (no tiling) when the whole padded frame fits."""
+        per_pixel = self.bytes_per_pixel(chunk_len)
+        side = auto_tile_size(per_pixel, budget_bytes, multiple=self.multiple, min_tile=64)
+        full = self.padder.padded_height * self.padder.padded_width
+        if per_pixel * full <= budget_bytes:
+            return 0
+        if side >= max(self.padder.padded_height, self.padder.padded_width):
+            return 0
+        return side
+
+    def output_size(self) -> tuple[int, int]:
+        """(height, width) of the output frames."""
+        return self.out_height, self.out_width

@@ -1,0 +1,389 @@
+"""Pipeline invariants: chunk plans, stitched == single pass, tiling, padding, scene cuts, options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fmanetpp_cli.errors import ConfigError, InputShapeError
+from fmanetpp_cli.pipeline.device import check_precision, select_device
+from fmanetpp_cli.pipeline.engine import ChunkRestorer, frames_to_tensor
+from fmanetpp_cli.pipeline.options import RestoreOptions
+from fmanetpp_cli.pipeline.scenes import SceneCutDetector
+from fmanetpp_cli.pipeline.tiling import (
+    SizePadder,
+    auto_tile_size,
+    measure_peak_bytes,
+    run_tiled,
+    tile_starts,
+)
+from fmanetpp_cli.pipeline.windows import plan_chunks
+
+# ----------------------------------------------------------------------------------------------------------
+# Toy models honouring the model contract, with a known temporal reach, so stitching errors show up.
+
+
+class ToySequence(nn.Module):
+    """x4 nearest upsampler plus ``radius`` rounds of random temporal mixing (radius exactly ``radius``).
+
+    The ends replicate the edge frame, as a real sequence model handles its own ends.
+    """
+
+    scale = 4
+    temporal_mode = "sequence"
+    num_seq = 1
+    channel_order = "RGB"
+
+    def __init__(self, radius: int = 2, seed: int = 0) -> None:
+        super().__init__()
+        self.temporal_radius = radius
+        g = torch.Generator().manual_seed(seed)
+        self.mix = nn.Parameter(torch.rand(radius, 3, generator=g) * 0.5)
+        self.spatial = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        """Shapes: x ``[B, 3, T, H, W]`` -> output ``[B, 3, T, 4H, 4W]``."""
+        h = x
+        for k in range(self.temporal_radius):
+            p = F.pad(h, (0, 0, 0, 0, 1, 1), mode="replicate")  # [B, 3, T+2, H, W]
+            w = self.mix[k]
+            h = (1 - w[1] - w[2]) * h + w[1] * p[:, :, :-2] + w[2] * p[:, :, 2:]  # [B, 3, T, H, W]
+        B, C, T, H, W = h.shape
+        flat = h.transpose(1, 2).reshape(B * T, C, H, W)  # [B*T, 3, H, W]
+        flat = flat + 0.01 * self.spatial(flat)
+        up = F.interpolate(flat, scale_factor=4, mode="nearest")  # [B*T, 3, 4H, 4W]
+        return {"output": up.reshape(B, T, C, 4 * H, 4 * W).transpose(1, 2)}  # [B, 3, T, 4H, 4W]
+
+
+class ToyWindow(nn.Module):
+    """A window model: weighted sum of the ``num_seq`` frames, x4 nearest upsampled."""
+
+    scale = 4
+    temporal_mode = "window"
+    channel_order = "RGB"
+
+    def __init__(self, num_seq: int = 3) -> None:
+        super().__init__()
+        self.num_seq = num_seq
+        self.temporal_radius = num_seq // 2
+        self.w = nn.Parameter(torch.linspace(0.1, 0.9, num_seq))
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        """Shapes: x ``[B, 3, T, H, W]`` -> output ``[B, 3, 4H, 4W]``."""
+        assert x.shape[2] == self.num_seq
+        mixed = (x * (self.w / self.w.sum())[None, None, :, None, None]).sum(2)  # [B, 3, H, W]
+        return {"output": F.interpolate(mixed, scale_factor=4, mode="nearest")}
+
+
+class Identity4(nn.Module):
+    """Sequence model whose output is its input, x4 nearest (exact)."""
+
+    scale = 4
+    temporal_mode = "sequence"
+    num_seq = 1
+    temporal_radius = 0
+    channel_order = "RGB"
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        """Shapes: x ``[B, 3, T, H, W]`` -> output ``[B, 3, T, 4H, 4W]``."""
+        return {"output": x.repeat_interleave(4, -1).repeat_interleave(4, -2)}
+
+
+def _clip(n: int, h: int = 12, w: int = 10, seed: int = 0, dtype: type = np.uint8) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    peak = 65535 if dtype == np.uint16 else 255
+    return [rng.integers(0, peak + 1, (h, w, 3)).astype(dtype) for _ in range(n)]
+
+
+def _stitch(restorer: ChunkRestorer, frames: list[np.ndarray], chunks: list) -> list[np.ndarray]:
+    out: list[np.ndarray] = []
+    for c in chunks:
+        out.extend(restorer.restore([frames[i] for i in c.frames], c.offset, c.num_kept))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Chunk planning
+
+
+@pytest.mark.parametrize(("chunk", "overlap", "pad"), [(5, 1, 1), (6, 2, 0), (9, 3, 1), (3, 0, 0), (7, 2, 2)])
+@pytest.mark.parametrize("n", [1, 2, 5, 13])
+def test_chunks_cover_every_frame_once_in_order(chunk: int, overlap: int, pad: int, n: int) -> None:
+    for cuts in ((), (n // 2,), (1, n - 1)):
+        chunks = plan_chunks(n, chunk=chunk, overlap=overlap, pad=pad, cuts=cuts)
+        kept = [i for c in chunks for i in range(c.keep_start, c.keep_stop)]
+        assert kept == list(range(n))
+        for c in chunks:
+            assert 0 < len(c) <= chunk and c.num_kept > 0
+            kept_sources = [c.frames[c.offset + j] for j in range(c.num_kept)]
+            assert kept_sources == list(range(c.keep_start, c.keep_stop))
+
+
+def test_chunks_give_context_except_at_segment_ends() -> None:
+    n, cut = 23, 11
+    chunks = plan_chunks(n, chunk=8, overlap=2, pad=0, cuts=[cut])
+    for c in chunks:
+        seg_lo, seg_hi = (0, cut) if c.segment == 0 else (cut, n)
+        # Frames never cross the cut.
+        assert all(seg_lo <= f < seg_hi for f in c.frames)
+        for j in range(c.num_kept):
+            pos, frame = c.offset + j, c.keep_start + j
+            left = min(2, frame - seg_lo)
+            right = min(2, seg_hi - 1 - frame)
+            assert pos >= left and len(c) - 1 - pos >= right
+
+
+def test_window_chunks_pad_only_at_true_ends() -> None:
+    chunks = plan_chunks(7, chunk=5, overlap=1, pad=1, cuts=[4])
+    assert chunks[0].frames[:2] == (0, 0)  # replicated at the start of the clip
+    repeats = [c.frames for c in chunks if len(set(c.frames)) < len(c.frames)]
+    # Padding appears at the clip start, both sides of the cut and the clip end, never at a seam.
+    for frames in repeats:
+        dup = [f for f in set(frames) if frames.count(f) > 1]
+        assert all(f in (0, 3, 4, 6) for f in dup)
+
+
+def test_planner_rejects_no_progress() -> None:
+    with pytest.raises(ConfigError, match="chunk"):
+        plan_chunks(5, chunk=4, overlap=2)
+    with pytest.raises(ConfigError, match="padding"):
+        plan_chunks(5, chunk=9, overlap=0, pad=1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Stitched chunks == one pass over the whole clip
+
+
+@pytest.mark.parametrize(("chunk", "radius"), [(7, 2), (9, 3), (5, 1)])
+def test_sequence_stitching_equals_single_pass(chunk: int, radius: int) -> None:
+    frames = _clip(17)
+    model = ToySequence(radius=radius)
+    restorer = ChunkRestorer(model, height=12, width=10, device=torch.device("cpu"))
+    whole = restorer.restore(frames, 0, len(frames))
+    chunks = plan_chunks(len(frames), chunk=chunk, overlap=radius)
+    assert len(chunks) > 2
+    stitched = _stitch(restorer, frames, chunks)
+    assert len(stitched) == len(frames)
+    diff = max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(whole, stitched, strict=True))
+    assert diff == 0
+
+
+def test_sequence_stitching_detects_too_little_overlap() -> None:
+    """The toy model really has radius 3: an overlap of 1 must give a different result (test has teeth)."""
+    frames = _clip(17)
+    restorer = ChunkRestorer(ToySequence(radius=3), height=12, width=10, device=torch.device("cpu"))
+    whole = restorer.restore(frames, 0, len(frames))
+    stitched = _stitch(restorer, frames, plan_chunks(17, chunk=7, overlap=1))
+    assert any(not np.array_equal(a, b) for a, b in zip(whole, stitched, strict=True))
+
+
+def test_window_stitching_equals_sliding_windows() -> None:
+    frames = _clip(9, dtype=np.uint16)
+    model = ToyWindow(num_seq=5)
+    restorer = ChunkRestorer(model, height=12, width=10, device=torch.device("cpu"))
+    chunks = plan_chunks(9, chunk=7, overlap=2, pad=2)
+    stitched = _stitch(restorer, frames, chunks)
+    assert len(stitched) == 9 and stitched[0].dtype == np.uint16
+    padded = [frames[0]] * 2 + frames + [frames[-1]] * 2
+    for i in range(9):
+        expect = restorer.restore(padded[i : i + 5], 2, 1)[0]
+        np.testing.assert_array_equal(stitched[i], expect)
+
+
+def test_scene_cut_isolates_segments() -> None:
+    a, b = _clip(6, seed=1), _clip(6, seed=2)
+    restorer = ChunkRestorer(ToySequence(radius=2), height=12, width=10, device=torch.device("cpu"))
+    stitched = _stitch(restorer, a + b, plan_chunks(12, chunk=5, overlap=2, cuts=[6]))
+    alone = restorer.restore(a, 0, 6) + restorer.restore(b, 0, 6)
+    for x, y in zip(stitched, alone, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Spatial padding and tiling
+
+
+@pytest.mark.parametrize(("h", "w", "tile", "overlap"), [(37, 53, 16, 6), (20, 20, 8, 3), (9, 31, 12, 4)])
+def test_identity_through_tiler_is_exact(h: int, w: int, tile: int, overlap: int) -> None:
+    x = torch.rand(1, 3, 2, h, w)
+    model = Identity4()
+    y = run_tiled(lambda t: model(t)["output"], x, tile=tile, overlap=overlap, scale=4)
+    assert torch.equal(y, model(x)["output"])
+
+
+def test_tiling_blends_smoothly() -> None:
+    """Tiles that disagree by a constant meet in a ramp, not a step."""
+    x = torch.zeros(1, 1, 1, 8, 64)
+    counter = iter(range(100))
+
+    def offset_model(t: Tensor) -> Tensor:
+        return torch.full((*t.shape[:-2], t.shape[-2], t.shape[-1]), float(next(counter)))
+
+    y = run_tiled(offset_model, x, tile=40, overlap=16, scale=1)[0, 0, 0, 0]
+    steps = (y[1:] - y[:-1]).abs()
+    assert y[0] == 0 and y[-1] == 1
+    assert steps.max() < 0.2  # a hard seam would jump by 1
+
+
+def test_tile_starts_cover_and_overlap() -> None:
+    for size, tile, overlap in [(100, 32, 8), (33, 32, 8), (32, 32, 8), (257, 64, 16)]:
+        starts = tile_starts(size, tile, overlap)
+        assert starts[0] == 0 and starts[-1] + min(tile, size) == size
+        assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))
+
+
+def test_padder_any_size_gives_exact_output_size() -> None:
+    model = ToySequence(radius=1)
+    for h, w in [(7, 13), (1, 1), (31, 17)]:
+        padder = SizePadder(h, w, multiple=8, min_size=16)
+        x = torch.rand(1, 3, 2, h, w)
+        xp = padder.pad(x)
+        assert xp.shape[-2:] == (max(16, -(-h // 8) * 8), max(16, -(-w // 8) * 8))
+        assert torch.equal(xp[..., :h, :w], x)
+        y = padder.crop(model(xp)["output"], 4)
+        assert y.shape[-2:] == (4 * h, 4 * w)
+
+
+def test_restorer_honours_size_multiple_and_tiles() -> None:
+    model = ToySequence(radius=1)
+    model.size_multiple = 8  # type: ignore[attr-defined]
+    frames = _clip(3, h=21, w=35)
+    plain = ChunkRestorer(model, height=21, width=35, device=torch.device("cpu"))
+    tiled = ChunkRestorer(model, height=21, width=35, device=torch.device("cpu"), tile=16, tile_overlap=4)
+    a, b = plain.restore(frames, 0, 3), tiled.restore(frames, 0, 3)
+    assert a[0].shape == (84, 140, 3)
+    # The 3x3 conv sees tile borders, so tiles differ slightly; nearest-neighbour content dominates.
+    assert max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True)) <= 4
+
+
+def test_measure_peak_bytes_counts_intermediates() -> None:
+    conv = nn.Conv2d(3, 16, 3, padding=1)
+    x = torch.rand(1, 3, 32, 32)
+    peak = measure_peak_bytes(lambda: torch.relu(conv(x)), [x, *conv.parameters()])
+    one = 16 * 32 * 32 * 4
+    assert one <= peak <= 2 * one
+
+
+def test_auto_tile_size_fits_budget() -> None:
+    side = auto_tile_size(1000.0, 64 * 64 * 1000, multiple=8)
+    assert side == 64
+    assert auto_tile_size(1000.0, 10, multiple=8, min_tile=16) == 16
+    restorer = ChunkRestorer(ToySequence(radius=1), height=200, width=300, device=torch.device("cpu"))
+    per_pixel = restorer.bytes_per_pixel(4)
+    assert per_pixel > 4 * 3 * 16 * 4  # at least the x4 output of 4 frames per input pixel
+    assert restorer.choose_tile(4, int(per_pixel * 200 * 300 * 2)) == 0
+    tile = restorer.choose_tile(4, int(per_pixel * 100 * 100))
+    assert 64 <= tile <= 100
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Channel order, precision, resampling, conversions
+
+
+def test_bgr_model_sees_flipped_channels() -> None:
+    class Probe(Identity4):
+        channel_order = "BGR"
+        seen: Tensor | None = None
+
+        def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+            Probe.seen = x.clone()
+            return super().forward(x)
+
+    frame = np.zeros((4, 4, 3), np.uint8)
+    frame[..., 0] = 255  # pure red
+    out = ChunkRestorer(Probe(), height=4, width=4, device=torch.device("cpu")).restore([frame], 0, 1)
+    assert Probe.seen is not None and Probe.seen[0, 2].min() == 1 and Probe.seen[0, 0].max() == 0
+    assert (out[0][..., 0] == 255).all() and (out[0][..., 2] == 0).all()  # back to RGB
+
+
+def test_non_native_scale_resamples() -> None:
+    frames = _clip(2, h=9, w=11)
+    for scale, size in [(2.0, (18, 22)), (3.0, (27, 33)), (1.5, (14, 16))]:
+        r = ChunkRestorer(Identity4(), height=9, width=11, device=torch.device("cpu"), out_scale=scale)
+        assert r.restore(frames, 0, 2)[0].shape == (*size, 3)
+
+
+def test_bf16_runs_close_to_fp32() -> None:
+    frames = _clip(4)
+    fp32 = ChunkRestorer(ToySequence(), height=12, width=10, device=torch.device("cpu"))
+    bf16 = ChunkRestorer(ToySequence(), height=12, width=10, device=torch.device("cpu"), dtype=torch.bfloat16)
+    a, b = fp32.restore(frames, 0, 4), bf16.restore(frames, 0, 4)
+    assert max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True)) <= 4
+
+
+def test_uint16_round_trip_keeps_depth() -> None:
+    frames = _clip(2, dtype=np.uint16)
+    x = frames_to_tensor(frames, torch.device("cpu"))
+    assert x.shape == (1, 3, 2, 12, 10) and float(x.max()) <= 1.0
+    out = ChunkRestorer(Identity4(), height=12, width=10, device=torch.device("cpu")).restore(frames, 0, 2)
+    np.testing.assert_array_equal(out[1][::4, ::4], frames[1])
+
+
+def test_wrong_frame_size_is_an_input_error() -> None:
+    r = ChunkRestorer(Identity4(), height=12, width=10, device=torch.device("cpu"))
+    with pytest.raises(InputShapeError):
+        r.restore(_clip(1, h=10, w=12), 0, 1)
+
+
+def test_device_and_precision_selection() -> None:
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA"):
+            select_device("cuda:0")
+    with pytest.raises(ConfigError, match="fp16"):
+        check_precision("fp16", torch.device("cpu"))
+    assert check_precision("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"scale": 0},
+        {"chunk": 0},
+        {"overlap": -1},
+        {"tile": 8, "tile_overlap": 8},
+        {"device": "gpu"},
+        {"precision": "fp8"},
+        {"precision": "fp16", "device": "cpu"},
+        {"start": 3.0, "end": 2.0},
+        {"scene_threshold": 0.0},
+    ],
+)
+def test_options_reject_bad_values(kwargs: dict) -> None:
+    with pytest.raises(ConfigError):
+        RestoreOptions(**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scene cuts
+
+
+def _scene(kind: int, n: int, h: int = 32, w: int = 48) -> list[np.ndarray]:
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for i in range(n):
+        f = np.zeros((h, w, 3), np.uint8)
+        if kind == 0:  # a horizontal pan over a red-green gradient
+            f[..., 0], f[..., 1], f[..., 2] = ((xx + 3 * i) * 5) % 256, yy * 6, 80
+        else:  # a different palette, moving diagonally
+            f[..., 0], f[..., 1], f[..., 2] = 20, 200, ((xx - yy + 2 * i) * 7) % 256
+        out.append(f)
+    return out
+
+
+def test_scene_detector_finds_the_cut_and_ignores_motion() -> None:
+    frames = _scene(0, 7) + _scene(1, 5)
+    det = SceneCutDetector()
+    cuts = [i for i, f in enumerate(frames) if det.is_cut(f)]
+    assert cuts == [7]
+
+
+def test_scene_detector_ignores_slow_fade() -> None:
+    base = _scene(0, 1)[0].astype(np.float32)
+    det = SceneCutDetector()
+    fade = [(base * (1 - 0.05 * i)).astype(np.uint8) for i in range(12)]
+    assert not any(det.is_cut(f) for f in fade)
