@@ -1,0 +1,65 @@
+"""Video input/output with PyAV: probe, stream frames out, encode frames in, carry everything else over.
+
+Nothing here extracts frames to disk or pipes video through an ffmpeg process; memory is one frame (plus
+FFmpeg's codec queues), whatever the length of the video.
+
+API (the pipeline relies on exactly this):
+
+``probe(path) -> VideoInfo``
+    Describes the first video stream: ``width``/``height`` (decoded frame size), ``display_width``/
+    ``display_height`` and ``rotation`` (clockwise degrees a player applies), ``fps`` (Fraction),
+    ``time_base`` (Fraction), ``frame_count`` (declared, or None), ``duration``/``start_time`` (s),
+    ``codec``, ``pix_fmt``, ``bit_depth``, ``color_range``/``color_primaries``/``color_trc``/
+    ``colorspace`` (FFmpeg enum ints), ``audio``/``subtitles`` (tuples of `StreamSummary`),
+    ``metadata``, ``stream_metadata``, ``chapters``. Raises `VideoOpenError` (missing, empty, not a
+    video container) or `UnsupportedVideoError` (no video stream), both naming the path.
+
+``VideoReader(path, *, start=None, end=None, info=None, threads=0)``
+    Context manager; iterating yields `Frame(image, pts, time, index)` with ``image`` a numpy
+    ``[H, W, 3]`` RGB array, ``uint8`` for 8-bit sources and ``uint16`` (full 0..65535 scale) for
+    deeper ones (``info.high_bit_depth``), always full range; ``pts`` in ``info.time_base``. ``start``
+    and ``end`` are seconds from the start of the video stream; frames with ``start <= t < end`` come
+    out (accurate seek). After the last frame it raises `VideoDecodeError` when fewer frames were
+    decoded than the container declares (tolerances in ``reader.py``'s docstring). Frames are in the
+    coded orientation; the writer applies the rotation.
+
+``EncodeOptions(codec="libx264", crf=None, preset=None, pix_fmt=None, copy_audio=True,
+copy_subtitles=True, copy_metadata=True, threads=0)``
+    Frozen; bad values raise `ConfigError`. ``pix_fmt=None`` keeps the source's chroma and bit depth
+    where the codec allows (10-bit stays 10-bit with libx264/libx265/ffv1).
+
+``VideoWriter(output, *, source=None, info=None, options=None, overwrite=False, width=None,
+height=None, start=None, end=None)``
+    Opens a hidden temp file beside ``output`` (container from the extension: .mp4 .m4v .mov .mkv
+    .webm). ``width``/``height`` are those of the frames you will write (default: the source's),
+    before rotation. Pass the same ``start``/``end`` as to the reader when restoring a range: the
+    output then starts at 0 and audio/subtitles/chapters are cut to match.
+    ``.write(image, pts)``: ``image`` ``[height, width, 3]`` uint8/uint16 RGB, ``pts`` the reader's
+    ``Frame.pts`` (strictly increasing; each output frame keeps its input timestamp, so variable frame
+    rate stays variable). ``.commit() -> WriteResult``: flushes, copies the remaining audio, verifies
+    the file (frame count and timestamps) and renames it into place. ``.abort()`` deletes the temp
+    file. As a context manager it aborts on an exception and commits on a clean exit if not done yet.
+    Raises `OutputExistsError` (exists without ``overwrite``, or output is the input), `VideoWriteError`
+    (folder missing/unwritable, encoder failure, failed verification), `ConfigError` (extension).
+    ``WriteResult.warnings`` lists what could not be carried over as is (also logged).
+"""
+
+from __future__ import annotations
+
+from fmanetpp_cli.video.info import ChapterInfo, StreamSummary, VideoInfo, probe
+from fmanetpp_cli.video.reader import Frame, VideoReader
+from fmanetpp_cli.video.writer import CONTAINERS, EncodeOptions, VideoWriter, WriteResult, choose_pix_fmt
+
+__all__ = [
+    "CONTAINERS",
+    "ChapterInfo",
+    "EncodeOptions",
+    "Frame",
+    "StreamSummary",
+    "VideoInfo",
+    "VideoReader",
+    "VideoWriter",
+    "WriteResult",
+    "choose_pix_fmt",
+    "probe",
+]

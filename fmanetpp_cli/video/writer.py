@@ -1,0 +1,641 @@
+"""Encode restored frames into a new file, carrying over everything else of the source, atomically.
+
+`VideoWriter` re-encodes the video (frames handed in as numpy RGB with their source pts) and copies the
+rest of the source: every audio stream packet for packet (transcoded, with a warning, only when the
+output container cannot hold the codec), subtitle streams, chapters, container and stream metadata, and
+the rotation (applied to the pixels so the file displays as the source does). Audio and subtitle packets
+are read from a second demuxer on the source and muxed as the video advances, so memory stays bounded
+whatever the length of the video.
+
+The file is written to a hidden temporary name beside the output (``.<name>.<random>.part``) and only
+`commit` renames it into place, after re-probing it: the number of video packets and their timestamps
+must match what was written. Any failure removes the temporary file; the source is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import av
+import numpy as np
+
+from fmanetpp_cli.errors import ConfigError, OutputExistsError, VideoWriteError
+from fmanetpp_cli.video._aux import AuxCopier
+from fmanetpp_cli.video.info import PathLike, VideoInfo, bit_depth_of, probe
+
+_logger = logging.getLogger(__name__)
+
+# Output extension -> FFmpeg muxer name.
+CONTAINERS: dict[str, str] = {
+    ".mp4": "mp4",
+    ".m4v": "mp4",
+    ".mov": "mov",
+    ".mkv": "matroska",
+    ".webm": "webm",
+}
+
+# Default constant-quality value per encoder family (visually near-lossless for restored footage).
+_DEFAULT_CRF = {
+    "libx264": 18,
+    "libx265": 20,
+    "nvenc": 19,
+    "libaom-av1": 24,
+    "libsvtav1": 24,
+    "libvpx-vp9": 24,
+}
+_X26X_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
+_NVENC_PRESETS = ("p1", "p2", "p3", "p4", "p5", "p6", "p7", "fast", "medium", "slow")
+_LOSSLESS = ("ffv1",)
+
+
+def _family(codec: str) -> str:
+    return "nvenc" if codec.endswith("_nvenc") else codec
+
+
+@dataclass(frozen=True, slots=True)
+class EncodeOptions:
+    """How to encode the restored video. Validated on construction (raises `ConfigError`).
+
+    Attributes:
+        codec: video encoder: ``"libx264"`` (default), ``"libx265"``, ``"ffv1"`` (lossless), an NVENC
+            encoder (``"h264_nvenc"``, ``"hevc_nvenc"``, ``"av1_nvenc"``) when the FFmpeg build and the
+            machine have one, or any other video encoder FFmpeg offers.
+        crf: constant-quality value (lower is better; x264/x265 0..51, NVENC ``-cq`` 0..51). None: the
+            codec's default here (x264 18, x265 20, NVENC 19). Not allowed with ffv1 (lossless).
+        preset: encoder speed preset (x264/x265 ``ultrafast``..``placebo``, NVENC ``p1``..``p7``). None:
+            the encoder's default.
+        pix_fmt: output pixel format. None: chosen from the source (same chroma subsampling and bit
+            depth when the codec allows; a 10-bit source stays 10-bit with x264/x265/ffv1).
+        copy_audio: copy the source's audio streams.
+        copy_subtitles: copy the source's subtitle streams.
+        copy_metadata: copy container/stream metadata and chapters.
+        threads: encoder threads (0 lets FFmpeg choose).
+    """
+
+    codec: str = "libx264"
+    crf: int | None = None
+    preset: str | None = None
+    pix_fmt: str | None = None
+    copy_audio: bool = True
+    copy_subtitles: bool = True
+    copy_metadata: bool = True
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            codec = av.codec.Codec(self.codec, "w")
+        except Exception as e:  # noqa: BLE001 - PyAV raises several types for unknown names
+            raise ConfigError(f"unknown video encoder {self.codec!r} (try libx264, libx265 or ffv1)") from e
+        if codec.type != "video":
+            raise ConfigError(f"{self.codec!r} is a {codec.type} encoder, not a video encoder")
+        family = _family(self.codec)
+        if self.crf is not None:
+            if self.codec in _LOSSLESS:
+                raise ConfigError(f"{self.codec} is lossless: crf does not apply")
+            if not 0 <= self.crf <= 63 or (family in ("libx264", "libx265", "nvenc") and self.crf > 51):
+                raise ConfigError(f"crf {self.crf} is out of range for {self.codec} (0..51)")
+        if self.preset is not None:
+            allowed: tuple[str, ...] | None = None
+            if family in ("libx264", "libx265"):
+                allowed = _X26X_PRESETS
+            elif family == "nvenc":
+                allowed = _NVENC_PRESETS
+            elif self.codec in _LOSSLESS:
+                allowed = ()
+            if allowed is not None and self.preset not in allowed:
+                choices = ", ".join(allowed) if allowed else "none"
+                raise ConfigError(
+                    f"preset {self.preset!r} is not valid for {self.codec} (choices: {choices})"
+                )
+        if self.pix_fmt is not None:
+            supported = [f.name for f in (codec.video_formats or [])]
+            if supported and self.pix_fmt not in supported:
+                raise ConfigError(
+                    f"pix_fmt {self.pix_fmt!r} is not supported by {self.codec} "
+                    f"(choices: {', '.join(supported)})"
+                )
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0, got {self.threads}")
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What `VideoWriter.commit` produced.
+
+    Attributes:
+        path: the final output file.
+        frames: video frames written (and verified in the file).
+        codec: video encoder used.
+        pix_fmt: pixel format encoded.
+        width: encoded width (after rotation was applied to the pixels).
+        height: encoded height.
+        duration: video duration in seconds, from the first frame's pts to the end of the last frame.
+        audio_copied: audio streams copied packet for packet.
+        audio_transcoded: audio streams re-encoded because the container cannot hold their codec.
+        subtitles_copied: subtitle streams carried over.
+        chapters: chapters written.
+        size_bytes: size of the output file.
+        warnings: one line per thing that could not be carried over as is.
+    """
+
+    path: Path
+    frames: int
+    codec: str
+    pix_fmt: str
+    width: int
+    height: int
+    duration: float
+    audio_copied: int = 0
+    audio_transcoded: int = 0
+    subtitles_copied: int = 0
+    chapters: int = 0
+    size_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def container_for(path: PathLike) -> str:
+    """FFmpeg muxer name for an output path, from its extension.
+
+    Raises:
+        ConfigError: the extension is not one we write.
+    """
+    ext = Path(path).suffix.lower()
+    if ext not in CONTAINERS:
+        raise ConfigError(
+            f"{path}: unsupported output extension {ext or '(none)'!r} (use one of {', '.join(CONTAINERS)})"
+        )
+    return CONTAINERS[ext]
+
+
+def _chroma_of(pix_fmt: str) -> str:
+    if pix_fmt.startswith(("gbr", "rgb", "bgr", "argb", "abgr", "0rgb", "x2rgb")):
+        return "444"
+    m = re.search(r"(420|422|444|440|411|410)", pix_fmt)
+    return m.group(1) if m else "420"
+
+
+def choose_pix_fmt(codec: str, source_pix_fmt: str, requested: str | None = None) -> str:
+    """Pick the output pixel format: the requested one, else the closest to the source the codec takes.
+
+    Order of preference: same chroma subsampling at the source's bit depth, then 4:2:0 at that depth,
+    then the same with 10 bits (for 12/16-bit sources), then 8-bit. Semi-planar formats (``p010le``,
+    ``nv12``) are tried for encoders such as NVENC that prefer them.
+    """
+    if requested:
+        return requested
+    supported = [f.name for f in (av.codec.Codec(codec, "w").video_formats or [])]
+    if not supported:
+        return "yuv420p"
+    depth = bit_depth_of(source_pix_fmt)
+    chroma = _chroma_of(source_pix_fmt)
+    candidates: list[str] = []
+    for d in sorted({depth, 10, 8} if depth > 8 else {8}, reverse=True):
+        if d > depth:
+            continue
+        suffix = "" if d == 8 else f"{d}le"
+        candidates += [f"yuv{chroma}p{suffix}", f"yuv420p{suffix}"]
+        if d == 10:
+            candidates.append("p010le")
+        if d == 16:
+            candidates.append("p016le")
+        if d == 8:
+            candidates.append("nv12")
+    for name in candidates:
+        if name in supported:
+            return name
+    return supported[0]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+class VideoWriter:
+    """Write restored frames to ``output``, copying audio, subtitles, metadata from ``source``.
+
+    Typical use (the pipeline)::
+
+        info = probe(src)
+        with VideoWriter(out, source=src, info=info, options=EncodeOptions(codec="libx264"),
+                         overwrite=False, width=4 * info.width, height=4 * info.height) as writer:
+            for frame in reader:
+                writer.write(restore(frame.image), frame.pts)
+            result = writer.commit()
+
+    Args:
+        output: the file to create; its extension picks the container (.mp4, .m4v, .mov, .mkv, .webm).
+        source: the input video (audio, subtitles, chapters and metadata come from it). None writes
+            the video alone.
+        info: `probe(source)`; probed here when None and a source is given. Gives the time base, frame
+            rate, colour properties, bit depth and rotation of the output.
+        options: encoder settings.
+        overwrite: replace an existing ``output`` (never the source).
+        width: width of the frames that will be written (before rotation); default ``info.width``.
+        height: height of the frames that will be written; default ``info.height``.
+        start: the start of the time range the frames come from, in seconds from the start of the source
+            video stream, as given to `VideoReader` (None: the whole file). With a range, the output is
+            shifted to start at 0 and audio/subtitles/chapters are cut to the range.
+        end: the end of that time range in seconds (None: to the end of the source).
+
+    Raises:
+        ConfigError: unsupported output extension.
+        OutputExistsError: ``output`` exists and ``overwrite`` is False, or ``output`` is the source.
+        VideoWriteError: the output folder is missing or not writable, or the encoder cannot start.
+    """
+
+    def __init__(
+        self,
+        output: PathLike,
+        *,
+        source: PathLike | None = None,
+        info: VideoInfo | None = None,
+        options: EncodeOptions | None = None,
+        overwrite: bool = False,
+        width: int | None = None,
+        height: int | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> None:
+        self.output = Path(output)
+        self.options = options if options is not None else EncodeOptions()
+        self.format = container_for(self.output)
+        if info is None and source is not None:
+            info = probe(source)
+        self.info = info
+        self.source = Path(source) if source is not None else (info.path if info is not None else None)
+        self._check_output(overwrite)
+        self.width = int(width if width is not None else (info.width if info else 0))
+        self.height = int(height if height is not None else (info.height if info else 0))
+        if self.width <= 0 or self.height <= 0:
+            raise ConfigError(f"{self.output}: frame size {self.width}x{self.height} is not valid")
+        self.time_base = info.time_base if info is not None else Fraction(1, 1000)
+        self.fps = info.fps if info is not None else Fraction(25)
+        self.rotation = info.rotation if info is not None else 0
+        self.start = start
+        self.end = end
+        self.warnings: list[str] = []
+        self.frames_written = 0
+        self._written_pts: list[int] = []
+        self._pending: tuple[np.ndarray, int] | None = None
+        self._last_duration: int | None = None
+        self._first_pts: int | None = None
+        self._offset_pts = 0  # subtracted from every video pts (non-zero only with a time range)
+        self._done = False
+        self._result: WriteResult | None = None
+        self.tmp_path = self.output.parent / f".{self.output.name}.{secrets.token_hex(4)}.part"
+        self._container: Any = None
+        self._aux: AuxCopier | None = None
+        try:
+            self._open()
+        except BaseException:
+            self.abort()
+            raise
+
+    # -- setup -----------------------------------------------------------------------------------
+    def _check_output(self, overwrite: bool) -> None:
+        out = self.output
+        if self.source is not None and _same_file(out, self.source):
+            raise OutputExistsError(f"{out}: the output is the input file; choose another output path")
+        if out.is_dir():
+            raise OutputExistsError(f"{out}: is a folder; give a file name for the output")
+        if out.exists() and not overwrite:
+            raise OutputExistsError(f"{out}: output already exists")
+        folder = out.parent if str(out.parent) else Path(".")
+        if not folder.is_dir():
+            raise VideoWriteError(f"{folder}: output folder does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise VideoWriteError(f"{folder}: output folder is not writable")
+
+    def _open(self) -> None:
+        opts = self.options
+        info = self.info
+        try:
+            self._container = av.open(str(self.tmp_path), mode="w", format=self.format)
+        except (av.error.FFmpegError, OSError) as e:
+            raise VideoWriteError(f"{self.output.parent}: cannot create the output file there ({e})") from e
+        out = self._container
+        source_fmt = info.pix_fmt if info is not None else "yuv420p"
+        self.pix_fmt = choose_pix_fmt(opts.codec, source_fmt, opts.pix_fmt)
+        if info is not None and bit_depth_of(self.pix_fmt) < info.bit_depth:
+            self._warn(
+                f"{info.bit_depth}-bit source encoded as {self.pix_fmt} "
+                f"({opts.codec} offers no deeper format)"
+            )
+        self._high = info.high_bit_depth if info is not None else False
+        enc_w, enc_h = (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
+        try:
+            stream = out.add_stream(opts.codec, rate=self.fps)
+        except (ValueError, av.error.FFmpegError) as e:
+            raise ConfigError(
+                f"{self.output}: the {self.format} container cannot hold {opts.codec} video"
+            ) from e
+        ctx = stream.codec_context
+        ctx.width = enc_w
+        ctx.height = enc_h
+        ctx.pix_fmt = self.pix_fmt
+        ctx.time_base = self.time_base
+        stream.time_base = self.time_base
+        ctx.thread_count = opts.threads
+        ctx.thread_type = "AUTO" if opts.codec not in ("libx264", "libx265") else ctx.thread_type
+        if info is not None:
+            ctx.color_range = info.color_range if not info.pix_fmt.startswith("yuvj") else 2
+            ctx.color_primaries = info.color_primaries
+            ctx.color_trc = info.color_trc
+            ctx.colorspace = info.colorspace
+        ctx.options = self._codec_options()
+        if info is not None and opts.copy_metadata:
+            stream.metadata.update(_clean_metadata(info.stream_metadata))
+        self._stream = stream
+        self._enc_size = (enc_w, enc_h)
+        if self.source is not None and info is not None:
+            self._aux = AuxCopier(
+                source=self.source,
+                info=info,
+                container=out,
+                fmt=self.format,
+                options=opts,
+                warn=self._warn,
+            )
+        if info is not None and opts.copy_metadata:
+            out.metadata.update(_clean_metadata(info.metadata))
+
+    def _codec_options(self) -> dict[str, str]:
+        opts = self.options
+        family = _family(opts.codec)
+        crf = opts.crf if opts.crf is not None else _DEFAULT_CRF.get(family)
+        out: dict[str, str] = {}
+        if family in ("libx264", "libx265", "libaom-av1", "libsvtav1", "libvpx-vp9") and crf is not None:
+            out["crf"] = str(crf)
+            if family == "libvpx-vp9":
+                out["b"] = "0"
+        elif family == "nvenc" and crf is not None:
+            out.update({"rc": "vbr", "cq": str(crf), "b": "0"})
+        if opts.preset is not None and opts.codec not in _LOSSLESS:
+            out["preset"] = opts.preset
+        if family == "libx265":
+            out["x265-params"] = "log-level=error"
+        if opts.codec == "ffv1":
+            out.update({"level": "3", "slicecrc": "1"})
+        return out
+
+    def _warn(self, message: str) -> None:
+        _logger.warning("%s", message)
+        self.warnings.append(message)
+
+    # -- context manager -------------------------------------------------------------------------
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._done:
+            self.commit()
+
+    # -- writing ---------------------------------------------------------------------------------
+    def write(self, image: np.ndarray, pts: int) -> None:
+        """Queue one frame for encoding.
+
+        Args:
+            image: ``[H, W, 3]`` RGB, ``uint8`` (8-bit) or ``uint16`` (full 16-bit scale), of the size
+                given to the constructor (before rotation).
+            pts: its presentation time in the source's ``time_base`` (the reader's ``Frame.pts``).
+                Must increase from frame to frame.
+
+        Raises:
+            VideoWriteError: wrong shape or dtype, a pts that does not increase, or an encoder failure.
+        """
+        if self._done:
+            raise VideoWriteError(f"{self.output}: write() after commit() or abort()")
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != (self.height, self.width):
+            raise VideoWriteError(
+                f"{self.output}: frame of shape {tuple(image.shape)} does not match "
+                f"[{self.height}, {self.width}, 3]"
+            )
+        if image.dtype not in (np.uint8, np.uint16):
+            raise VideoWriteError(f"{self.output}: frames must be uint8 or uint16, got {image.dtype}")
+        pts = int(pts)
+        if self._first_pts is None:
+            self._first_pts = pts
+            if self.start is not None and self.info is not None:
+                # With a time range the output starts at 0: shift every stream by the first frame's time.
+                self._offset_pts = pts
+                if self._aux is not None:
+                    self._aux.set_range(float(pts * self.time_base), self.end_time)
+            elif self._aux is not None:
+                self._aux.set_range(None, self.end_time)
+        if self._pending is not None:
+            prev_pts = self._pending[1]
+            if pts <= prev_pts:
+                raise VideoWriteError(
+                    f"{self.output}: frame {self.frames_written + 1} has pts {pts}, not after {prev_pts}"
+                )
+            self._encode(self._pending[0], prev_pts, pts - prev_pts)
+        self._pending = (image, pts)
+
+    @property
+    def end_time(self) -> float | None:
+        """End of the source time range in absolute stream seconds (None: no end)."""
+        if self.end is None or self.info is None:
+            return None
+        return self.info.start_time + self.end
+
+    def _encode(self, image: np.ndarray, pts: int, duration: int) -> None:
+        if self.rotation:
+            # np.rot90 turns counter-clockwise for positive k; the player would turn clockwise.
+            image = np.ascontiguousarray(np.rot90(image, k=-self.rotation // 90))  # [H', W', 3]
+        if image.dtype == np.uint16:
+            frame = av.VideoFrame.from_ndarray(image, format="rgb48le")
+        else:
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        ctx = self._stream.codec_context
+        frame = frame.reformat(
+            format=self.pix_fmt,
+            src_color_range="JPEG",
+            dst_colorspace=ctx.colorspace if ctx.colorspace not in (0,) else None,
+            dst_color_range=ctx.color_range,
+        )
+        frame.color_range = ctx.color_range
+        frame.colorspace = ctx.colorspace
+        frame.pts = pts - self._offset_pts
+        frame.time_base = self.time_base
+        frame.duration = duration
+        self._last_duration = duration
+        try:
+            packets = self._stream.encode(frame)
+            self._container.mux(packets)
+        except (av.error.FFmpegError, ValueError) as e:
+            raise VideoWriteError(f"{self.output}: encoding frame {self.frames_written} failed ({e})") from e
+        self._written_pts.append(frame.pts)
+        self.frames_written += 1
+        if self._aux is not None:
+            self._aux.pump(float(pts * self.time_base))
+
+    def _last_frame_duration(self, last_pts: int) -> int:
+        """Duration of the final frame: to the end of the source range/stream, else the previous one."""
+        nominal = max(1, round(1 / (self.fps * self.time_base))) if self.fps > 0 else 1
+        guess = self._last_duration or nominal
+        info = self.info
+        if info is None or info.duration is None:
+            return guess
+        stream_end = info.start_time + info.duration
+        end = stream_end if self.end_time is None else min(self.end_time, stream_end)
+        to_end = round(Fraction(end) / self.time_base) - last_pts
+        # Trust the source's end only when it is plausible for one frame (audio can outlast video).
+        return to_end if 0 < to_end <= 2 * max(guess, nominal) else guess
+
+    # -- finishing -------------------------------------------------------------------------------
+    def commit(self) -> WriteResult:
+        """Flush the encoder, copy the remaining audio/subtitles, verify the file and move it into place.
+
+        Returns:
+            The `WriteResult` (also kept as ``self.result``).
+
+        Raises:
+            VideoWriteError: nothing was written, the encoder or muxer failed, or the written file does
+                not hold the frames and timestamps that were written. The temporary file is removed.
+        """
+        if self._done:
+            if self._result is None:
+                raise VideoWriteError(f"{self.output}: the writer was aborted")
+            return self._result
+        try:
+            if self._pending is None:
+                raise VideoWriteError(f"{self.output}: no frame was written")
+            image, pts = self._pending
+            self._pending = None
+            self._encode(image, pts, self._last_frame_duration(pts))
+            try:
+                self._container.mux(self._stream.encode(None))
+            except (av.error.FFmpegError, ValueError) as e:
+                raise VideoWriteError(f"{self.output}: flushing the encoder failed ({e})") from e
+            if self._aux is not None:
+                self._aux.finish()
+                if self.options.copy_metadata:
+                    self._aux.write_chapters()
+            try:
+                self._container.close()
+            except (av.error.FFmpegError, OSError) as e:
+                raise VideoWriteError(f"{self.output}: finishing the file failed ({e})") from e
+            self._container = None
+            self._close_aux()
+            result = self._verify()
+            os.replace(self.tmp_path, self.output)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        self._result = result
+        return result
+
+    @property
+    def result(self) -> WriteResult | None:
+        """The result of a successful `commit`, else None."""
+        return self._result
+
+    def _verify(self) -> WriteResult:
+        """Re-open the temporary file and check the video packets' count and timestamps."""
+        try:
+            container = av.open(str(self.tmp_path), mode="r", format=self.format)
+        except (av.error.FFmpegError, OSError) as e:
+            raise VideoWriteError(f"{self.output}: the written file cannot be read back ({e})") from e
+        try:
+            vs = container.streams.video[0]
+            tb = Fraction(vs.time_base)
+            pts_list = sorted(p.pts for p in container.demux(vs) if p.size > 0 and p.pts is not None)
+            ctx = vs.codec_context
+            got_pix_fmt = ctx.pix_fmt or self.pix_fmt
+        except (av.error.FFmpegError, IndexError) as e:
+            raise VideoWriteError(f"{self.output}: the written file cannot be read back ({e})") from e
+        finally:
+            container.close()
+        if len(pts_list) != self.frames_written:
+            raise VideoWriteError(
+                f"{self.output}: verification failed, {len(pts_list)} frames in the file but "
+                f"{self.frames_written} were written"
+            )
+        # The muxer may store times in a coarser time base (Matroska: 1 ms); allow half a tick of it.
+        tick = max(float(tb), float(self.time_base)) / 2 + 1e-9
+        for i, (got, want) in enumerate(zip(pts_list, self._written_pts, strict=True)):
+            if abs(float(got * tb) - float(want * self.time_base)) > tick:
+                raise VideoWriteError(
+                    f"{self.output}: verification failed, frame {i} is at {float(got * tb):.6f} s "
+                    f"instead of {float(want * self.time_base):.6f} s"
+                )
+        last = self._written_pts[-1] + (self._last_duration or 0)
+        duration = float((last - self._written_pts[0]) * self.time_base)
+        aux = self._aux
+        w, h = self._enc_size
+        return WriteResult(
+            path=self.output,
+            frames=self.frames_written,
+            codec=self.options.codec,
+            pix_fmt=got_pix_fmt,
+            width=w,
+            height=h,
+            duration=duration,
+            audio_copied=aux.audio_copied if aux else 0,
+            audio_transcoded=aux.audio_transcoded if aux else 0,
+            subtitles_copied=aux.subtitles_copied if aux else 0,
+            chapters=aux.chapters_written if aux else 0,
+            size_bytes=self.tmp_path.stat().st_size,
+            warnings=list(self.warnings),
+        )
+
+    def _close_aux(self) -> None:
+        if self._aux is not None:
+            self._aux.close()
+
+    def abort(self) -> None:
+        """Stop without producing an output: close everything and delete the temporary file."""
+        self._done = True
+        if self._container is not None:
+            with contextlib.suppress(Exception):
+                self._container.close()
+            self._container = None
+        with contextlib.suppress(Exception):
+            self._close_aux()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp_path.unlink()
+
+
+# Keys that describe the old encode or that muxers write themselves; copying them would be a lie.
+_STALE_KEYS = re.compile(
+    r"^(encoder|major_brand|minor_version|compatible_brands|vendor_id|duration|number_of_frames|"
+    r"number_of_bytes|bps|_statistics_.*)(-eng)?$",
+    re.IGNORECASE,
+)
+
+
+def _clean_metadata(meta: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in meta.items() if not _STALE_KEYS.match(k)}
