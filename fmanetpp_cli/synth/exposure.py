@@ -1,0 +1,153 @@
+"""Exposure schedules and the multi-exposure recipe of FMA-Net++ (REDS-ME / REDS-RE).
+
+Exposure is expressed as a level ``N`` in 1..5, the paper's "5:N": a duty cycle of ``N / 5`` of the frame
+interval (5:5 = the shutter is open for the whole interval, the most blur). REDS-ME uses one fixed level
+per clip; REDS-RE draws a step-wise random walk over the levels (paper Algorithm S1): every ``I`` frames
+(I in {5, 7}) the level moves by -1, 0 or +1, clipped to 1..5.
+
+For high-frame-rate sources, output frame ``i`` averages ``count`` consecutive source frames starting at
+``i * interval`` (the literal reading of the paper's Eq. S2: the window starts at the sharp frame that is
+the ground truth), then is downsampled x4 with antialiased bicubic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fmanetpp_cli.errors import ConfigError, InputShapeError
+
+LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
+NUM_LEVELS = 5
+
+
+def duty_cycle(level: int) -> float:
+    """Fraction of the frame interval during which the shutter is open for level ``5:level``."""
+    if level not in LEVELS:
+        raise ConfigError(f"exposure level must be one of {LEVELS}, got {level}")
+    return level / NUM_LEVELS
+
+
+def fixed_schedule(num_frames: int, level: int) -> list[int]:
+    """REDS-ME: the same exposure level for every frame of the clip."""
+    duty_cycle(level)
+    return [level] * num_frames
+
+
+def random_schedule(
+    num_frames: int,
+    rng: np.random.Generator,
+    *,
+    start: int | None = None,
+    interval: int | None = None,
+) -> list[int]:
+    """REDS-RE (Algorithm S1): a step-wise random walk over the exposure levels.
+
+    Args:
+        num_frames: length of the schedule.
+        rng: the random generator (seeded by the caller for reproducibility).
+        start: initial level E0; drawn uniformly from 1..5 when None.
+        interval: frames between updates I; drawn from {5, 7} when None.
+
+    Returns:
+        One level per frame, each in 1..5.
+    """
+    level = int(rng.integers(1, NUM_LEVELS + 1)) if start is None else start
+    duty_cycle(level)
+    every = int(rng.choice([5, 7])) if interval is None else interval
+    if every < 1:
+        raise ConfigError(f"random exposure interval must be >= 1, got {every}")
+    levels = []
+    for i in range(num_frames):
+        if i % every == 0:
+            level = int(np.clip(level + int(rng.integers(-1, 2)), 1, NUM_LEVELS))
+        levels.append(level)
+    return levels
+
+
+def make_schedule(num_frames: int, exposure: str | int, rng: np.random.Generator) -> list[int]:
+    """A schedule from a user setting: a level ``1..5``, ``"random"`` (REDS-RE) or ``"mixed"``.
+
+    ``"mixed"`` draws one fixed level for the whole clip (a REDS-ME clip of random level), which is what
+    the training data uses.
+    """
+    if isinstance(exposure, str):
+        if exposure == "random":
+            return random_schedule(num_frames, rng)
+        if exposure == "mixed":
+            return fixed_schedule(num_frames, int(rng.integers(1, NUM_LEVELS + 1)))
+        if exposure.isdigit():
+            return fixed_schedule(num_frames, int(exposure))
+        raise ConfigError(f"exposure must be 1..5, 'random' or 'mixed', got {exposure!r}")
+    return fixed_schedule(num_frames, int(exposure))
+
+
+def frames_in_window(level: int, interval: int) -> int:
+    """Number of source frames averaged for level ``5:level`` when ``interval`` source frames make one
+    output frame interval (REDS at 120 fps -> 24 fps: interval 5, so level N averages N frames)."""
+    return max(1, round(duty_cycle(level) * interval))
+
+
+def bicubic_down(x: Tensor, scale: int = 4) -> Tensor:
+    """Antialiased bicubic downsampling by ``scale`` (the MATLAB ``imresize`` behaviour).
+
+    Shapes:
+        x: ``[N, 3, H, W]`` float in [0, 1], H and W divisible by ``scale``.
+        returns: ``[N, 3, H / scale, W / scale]``, clamped to [0, 1].
+    """
+    if x.ndim != 4 or x.shape[-1] % scale or x.shape[-2] % scale:
+        raise InputShapeError(
+            f"bicubic_down needs [N, C, H, W] with H, W divisible by {scale}, got {tuple(x.shape)}"
+        )
+    h, w = x.shape[-2] // scale, x.shape[-1] // scale
+    return F.interpolate(x, size=(h, w), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def bicubic_up(x: Tensor, scale: int = 4) -> Tensor:
+    """Plain bicubic upsampling by ``scale``, the baseline every restorer is compared with.
+
+    Shapes:
+        x: ``[N, 3, h, w]``; returns ``[N, 3, scale * h, scale * w]`` clamped to [0, 1].
+    """
+    return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def average_exposures(
+    frames: Tensor, levels: list[int], *, interval: int = 5, offset: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Average consecutive high-frame-rate frames into blurry frames (REDS-ME recipe, before resizing).
+
+    Output frame ``i`` averages ``frames[offset + i * interval : ... + count]`` with ``count`` from its
+    level; its ground truth is the first frame of that window.
+
+    Shapes:
+        frames: ``[N, 3, H, W]`` float in [0, 1], the sharp high-frame-rate source.
+        returns: (blurry ``[T, 3, H, W]``, sharp ground truth ``[T, 3, H, W]``) with ``T = len(levels)``.
+
+    Raises:
+        InputShapeError: the source is too short for the requested frames.
+    """
+    needed = offset + (len(levels) - 1) * interval + frames_in_window(max(levels), interval)
+    if frames.shape[0] < needed:
+        raise InputShapeError(
+            f"{len(levels)} frames at interval {interval} need {needed} source frames, got {frames.shape[0]}"
+        )
+    blurry, sharp = [], []
+    for i, level in enumerate(levels):
+        first = offset + i * interval
+        blurry.append(frames[first : first + frames_in_window(level, interval)].mean(dim=0))
+        sharp.append(frames[first])
+    return torch.stack(blurry), torch.stack(sharp)  # [T, 3, H, W] each
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """``[N, 3, H, W]`` float in [0, 1] -> ``[N, H, W, 3]`` uint8 (rounded)."""
+    return (x.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def from_uint8(frames: list[np.ndarray] | np.ndarray) -> Tensor:
+    """``[N, H, W, 3]`` uint8 -> ``[N, 3, H, W]`` float32 in [0, 1]."""
+    arr = np.ascontiguousarray(np.stack(list(frames)) if isinstance(frames, list) else frames)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)

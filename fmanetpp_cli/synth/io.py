@@ -1,0 +1,161 @@
+"""Frame I/O for the degradation and evaluation tools: videos, frame folders and single images.
+
+Frames are numpy arrays ``[H, W, 3]`` RGB ``uint8``. Decoding goes through PyAV (FFmpeg reads PNG, JPEG
+and every common video container), so no imaging library is needed. PNG files are written by a small
+encoder here (zlib only) and always atomically: a temporary file beside the target, then a rename.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from fmanetpp_cli.errors import VideoOpenError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def is_image(path: Path) -> bool:
+    """True when the file name looks like a still image."""
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_frame_files(folder: Path) -> list[Path]:
+    """The image files of a frame folder in name order (``00000000.png``, ``00000001.png``, ...)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image(p))
+
+
+def _decode_all(path: Path, limit: int | None = None) -> Iterator[np.ndarray]:
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as e:
+        raise VideoOpenError(f"{path}: cannot open ({e})") from e
+    with container:
+        if not container.streams.video:
+            raise VideoOpenError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        count = 0
+        try:
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+        except av.error.FFmpegError as e:
+            raise VideoOpenError(f"{path}: decoding failed after {count} frames ({e})") from e
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode one still image to ``[H, W, 3]`` uint8 RGB."""
+    frames = list(_decode_all(path, limit=1))
+    if not frames:
+        raise VideoOpenError(f"{path}: no image data")
+    return frames[0]
+
+
+def read_frames(
+    path: str | os.PathLike[str], *, start: int = 0, count: int | None = None
+) -> list[np.ndarray]:
+    """Read frames from a video file, a folder of images, or a single image.
+
+    Args:
+        path: a video, a folder of image files (sorted by name) or one image.
+        start: index of the first frame to keep.
+        count: number of frames to keep (all remaining frames when None).
+
+    Returns:
+        A list of ``[H, W, 3]`` uint8 RGB arrays.
+
+    Raises:
+        VideoOpenError: the path is missing, empty or not decodable.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise VideoOpenError(f"{p}: no such file or folder")
+    stop = None if count is None else start + count
+    if p.is_dir():
+        files = list_frame_files(p)
+        if not files:
+            raise VideoOpenError(f"{p}: folder holds no image files")
+        return [read_image(f) for f in files[start:stop]]
+    if is_image(p):
+        return [read_image(p)][start:stop]
+    frames = []
+    for i, frame in enumerate(_decode_all(p, limit=stop)):
+        if i >= start:
+            frames.append(frame)
+    if not frames:
+        raise VideoOpenError(f"{p}: no frames decoded (from index {start})")
+    return frames
+
+
+def video_fps(path: str | os.PathLike[str], default: float = 25.0) -> float:
+    """The average frame rate of a video file, or ``default`` for folders, images and unknown rates."""
+    p = Path(path)
+    if p.is_dir() or is_image(p):
+        return default
+    import av
+
+    try:
+        with av.open(str(p)) as c:
+            rate = c.streams.video[0].average_rate
+    except (av.error.FFmpegError, OSError, IndexError) as e:
+        raise VideoOpenError(f"{p}: cannot read the frame rate ({e})") from e
+    return float(rate) if rate else default
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Encode ``[H, W, 3]`` uint8 RGB as PNG bytes (8-bit truecolour, no filtering)."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected [H, W, 3] uint8, got {image.shape} {image.dtype}")
+    h, w, _ = image.shape
+    rows = np.concatenate([np.zeros((h, 1), np.uint8), image.reshape(h, w * 3)], axis=1)  # filter byte 0
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+        + chunk(b"IEND", b"")
+    )
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Write one RGB uint8 frame as a PNG file, atomically."""
+    write_bytes_atomic(path, encode_png(image))
+
+
+def write_frame_folder(folder: Path, frames: list[np.ndarray]) -> list[Path]:
+    """Write frames as ``00000000.png``, ``00000001.png``, ... into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, frame in enumerate(frames):
+        path = folder / f"{i:08d}.png"
+        write_png(path, frame)
+        paths.append(path)
+    return paths
