@@ -128,8 +128,7 @@ def load_official_config(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     released full-size configuration (preset ``fmanet``).
 
     Raises:
-        WeightsNotFoundError: no such file.
-        ConfigError: unreadable or incomplete configuration.
+        ConfigError: no such file, or an unreadable or incomplete configuration.
     """
     from fmanetpp_cli.models import fmanet
 
@@ -137,7 +136,7 @@ def load_official_config(path: str | os.PathLike[str] | None) -> dict[str, Any]:
         return dict(fmanet.PRESETS["fmanet"].to_official())
     p = Path(path)
     if not p.is_file():
-        raise WeightsNotFoundError(f"{p}: no such config file")
+        raise ConfigError(f"{p}: no such config file")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -226,6 +225,8 @@ def _find_in_zip(src: Path) -> tuple[_Found, _Found, dict[str, str]]:
                         f"{src}:{member}: {info.file_size} bytes, larger than any checkpoint"
                     )
                 found.append(_Found(f"{src.name}:{member}", zf.read(member)))
+    except CheckpointError:
+        raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError) as e:
         raise CheckpointError(f"{src}: corrupt or unreadable zip archive ({e})") from e
     return found[0], found[1], {src.name: sha256_file(src)}
@@ -273,6 +274,20 @@ def _part_state_dict(found: _Found, part: str) -> dict[str, torch.Tensor]:
     return remap_official_fmanet(canonicalize(obj, source=found.name), part=part)
 
 
+def _check_output(src: Path, out: Path, overwrite: bool) -> None:
+    """Refuse an output that is a folder, exists (without ``overwrite``), or is one of the inputs."""
+    if out.is_dir():
+        raise OutputExistsError(f"{out}: is a folder; give the output file name")
+    if out.exists():
+        target = out.resolve()
+        if target == src.resolve() or (
+            src.is_dir() and target.is_relative_to(src.resolve()) and target.name in (NET_D_FILE, NET_R_FILE)
+        ):
+            raise OutputExistsError(f"{out}: the output is the input")
+        if not overwrite:
+            raise OutputExistsError(f"{out}: already exists")
+
+
 def import_official(
     src: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -297,20 +312,12 @@ def import_official(
         ConfigError, OutputExistsError: see the finder, the loader and the strict load.
     """
     src_p, out_p = Path(src), Path(out)
-    if out_p.exists() and out_p.resolve() == src_p.resolve():
-        raise OutputExistsError(f"{out_p}: the output is the input")
-    if out_p.is_dir():
-        raise OutputExistsError(f"{out_p}: is a folder; give the output file name")
-    if out_p.exists() and not overwrite:
-        raise OutputExistsError(f"{out_p}: already exists")
+    if not src_p.exists():
+        raise WeightsNotFoundError(f"{src_p}: no such file or folder")
+    _check_output(src_p, out_p, overwrite)
     cfg_dict = load_official_config(config)
     cfg = official_to_config(cfg_dict, source=str(config) if config else "preset fmanet")
-
     d_file, r_file, sources = find_official_checkpoints(src_p)
-    if src_p.is_dir() and out_p.resolve().is_relative_to(src_p.resolve()):
-        for name in (d_file.name, r_file.name):
-            if (src_p / name).resolve() == out_p.resolve():
-                raise OutputExistsError(f"{out_p}: the output is one of the inputs")
     sources[d_file.name] = sha256_bytes(d_file.data)
     sources[r_file.name] = sha256_bytes(r_file.data)
     state_dict = {**_part_state_dict(d_file, "D"), **_part_state_dict(r_file, "R")}
