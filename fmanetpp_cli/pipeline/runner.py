@@ -1,0 +1,300 @@
+"""The streaming restore loop: reader -> scene cuts -> temporal chunks -> (tiles) -> model -> writer.
+
+``restore_video`` is the one library call behind ``fmanetpp restore``. It decodes in-process (PyAV,
+threaded), holds at most one chunk of decoded frames plus the encoder's queue, writes each restored frame
+with its source timestamp (so N frames in give N frames out, in order, with the same timing, variable
+frame rate included), copies audio / subtitles / metadata through the video layer, and commits the output
+atomically. Memory is bounded by the chunk and tile sizes, never by the video's length.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fmanetpp_cli.errors import UnsupportedVideoError
+from fmanetpp_cli.pipeline.device import check_precision, default_memory_budget, select_device
+from fmanetpp_cli.pipeline.engine import ChunkRestorer, check_model, frames_to_tensor, tensor_to_frames
+from fmanetpp_cli.pipeline.options import RestoreOptions
+from fmanetpp_cli.pipeline.scenes import SceneCutDetector
+from fmanetpp_cli.pipeline.windows import Chunk, ChunkPlanner
+from fmanetpp_cli.video import EncodeOptions, Frame, VideoInfo, VideoReader, VideoWriter, WriteResult, probe
+
+_logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int | None], None]
+
+# Input frames per model pass when --chunk is not given, per temporal mode. Measured with
+# benchmarks/bench_restore.py (docs/benchmarks.md, "restore"): window models gain little from batching more
+# windows on a CPU; sequence models need room for the 2 x temporal_radius context they recompute.
+DEFAULT_CHUNK = {"window": 6, "sequence": 32}
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    """What ``restore_video`` did.
+
+    Attributes:
+        input: the source video.
+        output: the restored video.
+        compare: the side-by-side video, when one was written.
+        frames: frames restored (= frames read = frames written, checked in the written file).
+        width: input frame width.
+        height: input frame height.
+        out_width: output frame width (before the writer applies any rotation).
+        out_height: output frame height.
+        scale: requested scale.
+        model_scale: the model's native scale.
+        temporal_mode: ``"window"`` or ``"sequence"``.
+        chunk: input frames per model pass.
+        overlap: context frames at each chunk seam.
+        exact_stitching: True when the overlap covers the model's temporal radius.
+        tile: spatial tile side in input pixels (0 = whole frames).
+        device: the device the model ran on.
+        precision: ``fp32``, ``bf16`` or ``fp16``.
+        scene_cuts: indices (in the restored range) of the frames that start a new scene.
+        seconds: wall time of the whole restore.
+        model_seconds: time spent inside the model's forward passes.
+        write: the video layer's result (codec, pixel format, audio / subtitle streams copied, warnings).
+    """
+
+    input: Path
+    output: Path
+    compare: Path | None
+    frames: int
+    width: int
+    height: int
+    out_width: int
+    out_height: int
+    scale: float
+    model_scale: int
+    temporal_mode: str
+    chunk: int
+    overlap: int
+    exact_stitching: bool
+    tile: int
+    device: str
+    precision: str
+    scene_cuts: tuple[int, ...]
+    seconds: float
+    model_seconds: float
+    write: WriteResult
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def fps(self) -> float:
+        """Frames restored per second of wall time."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types (paths as strings), for ``--json``."""
+        d = asdict(self)
+        for key in ("input", "output", "compare"):
+            d[key] = None if d[key] is None else str(d[key])
+        d["write"]["path"] = str(d["write"]["path"])
+        d["scene_cuts"] = list(self.scene_cuts)
+        d["warnings"] = list(self.warnings)
+        d["fps"] = round(self.fps, 3)
+        return d
+
+
+def _expected_total(info: VideoInfo, start: float | None, end: float | None) -> int | None:
+    """Frames the restore will produce, when the container lets us know (for the progress bar)."""
+    if start is None and end is None:
+        return info.expected_frames
+    if info.duration is None or info.fps <= 0:
+        return None
+    stop = info.duration if end is None else min(end, info.duration)
+    return max(0, round((stop - (start or 0.0)) * float(info.fps)))
+
+
+def plan_parameters(model: nn.Module, options: RestoreOptions) -> tuple[int, int, int, bool]:
+    """(chunk, overlap, pad, exact) for a model and the options.
+
+    Window models always take ``num_seq // 2`` frames of context and end padding (a window needs exactly
+    that); sequence models take ``--overlap`` (default: their temporal radius) and no padding, since the
+    network handles its own sequence ends.
+    """
+    check_model(model)
+    mode = model.temporal_mode
+    radius = int(model.temporal_radius)
+    if mode == "window":
+        half = int(model.num_seq) // 2
+        overlap, pad = half, half
+    else:
+        overlap = radius if options.overlap is None else options.overlap
+        pad = 0
+    chunk = options.chunk if options.chunk is not None else max(DEFAULT_CHUNK[mode], 4 * overlap + 1)
+    return chunk, overlap, pad, overlap >= radius
+
+
+class _CompareWriter:
+    """Writes ``bicubic | restored`` side by side, for judging a restore at a glance."""
+
+    def __init__(self, writer: VideoWriter, out_height: int, out_width: int, device: torch.device) -> None:
+        self.writer = writer
+        self.size = (out_height, out_width)
+        self.device = device
+
+    def write(self, source: np.ndarray, restored: np.ndarray, pts: int) -> None:
+        with torch.inference_mode():
+            x = frames_to_tensor([source], self.device)[:, :, 0]  # [1, 3, H, W]
+            down = self.size[0] < x.shape[-2] or self.size[1] < x.shape[-1]
+            up = F.interpolate(x, size=self.size, mode="bicubic", align_corners=False, antialias=down)
+            bicubic = tensor_to_frames(up, source.dtype)[0]  # [sH, sW, 3]
+        self.writer.write(np.concatenate([bicubic, restored], axis=1), pts)  # [sH, 2*sW, 3]
+
+
+def restore_video(
+    input: str | Path,
+    output: str | Path,
+    options: RestoreOptions | None = None,
+    model: nn.Module | None = None,
+    on_progress: ProgressFn | None = None,
+) -> RestoreReport:
+    """Restore a video file with a loaded model, streaming, and write the result atomically.
+
+    Args:
+        input: the source video.
+        output: the file to write (its extension picks the container); never the input.
+        options: runtime options (defaults: x4, auto device, fp32, automatic tiling).
+        model: a restoration network (``fmanetpp_cli.checkpoints.load_model`` or ``create_model``); it is
+            moved to the chosen device. Required.
+        on_progress: called as ``on_progress(done, total)`` after each written frame; ``total`` is None
+            when the container does not say how many frames to expect.
+
+    Returns:
+        The ``RestoreReport``.
+
+    Raises:
+        ConfigError: bad options or an option the machine cannot honour (CUDA absent, fp16 on CPU).
+        VideoOpenError, UnsupportedVideoError, VideoDecodeError: unreadable or damaged input, naming it.
+        OutputExistsError, VideoWriteError: the output cannot be written; no partial file is left behind.
+    """
+    opts = options if options is not None else RestoreOptions()
+    if model is None:
+        raise TypeError("restore_video needs a model (load one with fmanetpp_cli.checkpoints.load_model)")
+    started = time.perf_counter()
+    input_path, output_path = Path(input), Path(output)
+    device = select_device(opts.device)
+    dtype = check_precision(opts.precision, device)
+    chunk_len, overlap, pad, exact = plan_parameters(model, opts)
+    planner = ChunkPlanner(chunk=chunk_len, overlap=overlap, pad=pad)
+    info = probe(input_path)
+    encode = opts.encode if opts.encode is not None else EncodeOptions()
+    warnings: list[str] = []
+    if not exact:
+        warnings.append(
+            f"--overlap {overlap} is below the model's temporal radius {model.temporal_radius}: "
+            "chunk seams differ slightly from a single pass"
+        )
+
+    restorer = ChunkRestorer(
+        model,
+        height=info.height,
+        width=info.width,
+        device=device,
+        dtype=dtype,
+        out_scale=opts.scale,
+        tile=opts.tile or 0,
+        tile_overlap=opts.tile_overlap,
+    )
+    if opts.tile is None:
+        budget = opts.memory_budget or default_memory_budget(device)
+        restorer.tile = restorer.choose_tile(chunk_len, budget)
+    out_h, out_w = restorer.output_size()
+    if opts.scale != restorer.scale:
+        # 4:2:0 encoders need even sizes; the native x4 output always has them.
+        out_h, out_w = out_h + out_h % 2, out_w + out_w % 2
+        restorer.out_height, restorer.out_width = out_h, out_w
+
+    detector = SceneCutDetector(opts.scene_threshold) if opts.scene_detect else None
+    total = _expected_total(info, opts.start, opts.end)
+    buffer: dict[int, Frame] = {}
+    cuts: list[int] = []
+    done = 0
+
+    with ExitStack() as stack:
+        reader = stack.enter_context(VideoReader(input_path, start=opts.start, end=opts.end, info=info))
+        common = {
+            "source": input_path,
+            "info": info,
+            "options": encode,
+            "overwrite": opts.overwrite,
+            "start": opts.start,
+            "end": opts.end,
+        }
+        writer = stack.enter_context(VideoWriter(output_path, width=out_w, height=out_h, **common))
+        compare: _CompareWriter | None = None
+        if opts.compare is not None:
+            side = VideoWriter(opts.compare, width=2 * out_w, height=out_h, **common)
+            compare = _CompareWriter(stack.enter_context(side), out_h, out_w, device)
+
+        def run(chunk: Chunk) -> None:
+            nonlocal done
+            images = [buffer[i].image for i in chunk.frames]
+            restored = restorer.restore(images, chunk.offset, chunk.num_kept)
+            for j, image in enumerate(restored):
+                frame = buffer[chunk.keep_start + j]
+                writer.write(image, frame.pts)
+                if compare is not None:
+                    compare.write(frame.image, image, frame.pts)
+                done += 1
+                if on_progress is not None:
+                    on_progress(done, total)
+
+        for frame in reader:
+            if frame.image.shape[:2] != (info.height, info.width):
+                raise UnsupportedVideoError(
+                    f"{input_path}: frame {frame.index} is {frame.image.shape[1]}x{frame.image.shape[0]}, "
+                    f"but the stream started at {info.width}x{info.height} (size changes are not supported)"
+                )
+            cut = detector.is_cut(frame.image) if detector is not None else False
+            if cut:
+                cuts.append(frame.index)
+            buffer[frame.index] = frame
+            for chunk in planner.push(new_segment=cut):
+                run(chunk)
+            for index in [i for i in buffer if i < planner.oldest_needed]:
+                del buffer[index]
+        for chunk in planner.finish():
+            run(chunk)
+        buffer.clear()
+        result = writer.commit()
+        if compare is not None:
+            compare.writer.commit()
+
+    return RestoreReport(
+        input=input_path,
+        output=output_path,
+        compare=opts.compare,
+        frames=result.frames,
+        width=info.width,
+        height=info.height,
+        out_width=out_w,
+        out_height=out_h,
+        scale=opts.scale,
+        model_scale=restorer.scale,
+        temporal_mode=model.temporal_mode,
+        chunk=chunk_len,
+        overlap=overlap,
+        exact_stitching=exact,
+        tile=restorer.tile,
+        device=str(device),
+        precision=opts.precision,
+        scene_cuts=tuple(cuts),
+        seconds=time.perf_counter() - started,
+        model_seconds=restorer.model_seconds,
+        write=result,
+        warnings=tuple(warnings + result.warnings),
+    )
