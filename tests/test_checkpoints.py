@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fmanetpp_cli import models
@@ -96,10 +96,7 @@ class TinyNet(nn.Module):
 
 @pytest.fixture
 def tiny_arch(monkeypatch: pytest.MonkeyPatch) -> None:
-    try:
-        models._register_all()
-    except ImportError:  # TEMP until models/fmanet.py lands
-        pass
+    models._register_all()
     monkeypatch.setitem(models.ARCHITECTURES, "tiny", (TinyConfig, TinyNet))
 
 
@@ -472,3 +469,86 @@ def test_output_guards(tmp_path: Path) -> None:
     assert (tmp_path / "taken.safetensors").read_bytes() == b"keep me"
     with pytest.raises(OutputExistsError, match="the output is"):
         import_official(tmp_path / "src", tmp_path / "src" / "model_D_best.pt", overwrite=True)
+
+
+# --------------------------------------------------------------------------- official mock checkpoints
+
+OUTPUT_KEYS = ("output", "lr_warp", "F_sharp_R", "recon", "hr_warp", "image_flow", "F_sharp_D")
+
+
+def _mock_dir(v1_reference: Path) -> Path:
+    return v1_reference / "mock-checkpoint-small-a"
+
+
+def _check_reproduces_fixture(weights: Path, fixture: Path) -> None:
+    model = load_model(weights)
+    assert model.channel_order == "BGR" and not model.training
+    inputs = load_file(fixture / "inputs.safetensors")
+    ref = load_file(fixture / "outputs.safetensors")
+    with torch.no_grad():
+        ours = model(inputs["x"], inputs["y"])
+    compared = [k for k in OUTPUT_KEYS if k in ours]
+    assert {"output", "lr_warp", "recon"} <= set(compared)
+    for key in compared:
+        torch.testing.assert_close(ours[key], ref[key], rtol=5e-5, atol=5e-5, msg=key)
+
+
+@pytest.mark.parametrize("zipped", [False, True], ids=["folder", "zip"])
+def test_mock_checkpoints_import_and_reproduce_fixture(
+    tmp_path: Path, v1_reference: Path, zipped: bool
+) -> None:
+    mock = _mock_dir(v1_reference)
+    src: Path = mock
+    if zipped:
+        src = tmp_path / "FMA-Net_REDS.zip"
+        with zipfile.ZipFile(src, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(mock.rglob("*.pt")):
+                zf.write(f, "FMA-Net_REDS/" + f.relative_to(mock).as_posix())
+    fixture = v1_reference / "small-a-32x32"
+    out = tmp_path / "fmanet-small-a.safetensors"
+    result = import_official(src, out, config=fixture / "config.json")
+    assert result.output == out and result.channel_order == "BGR"
+
+    # The weights equal the fixture's official full-model state dict, key for key.
+    ref_sd = load_file(fixture / "weights.safetensors")
+    got_sd = load_file(out)
+    assert got_sd.keys() == ref_sd.keys()
+    assert all(torch.equal(got_sd[k], ref_sd[k]) for k in ref_sd)
+    assert result.num_params == sum(t.numel() for t in ref_sd.values())
+
+    info = read_weights_info(out)
+    assert info.arch == "fmanet" and info.channel_order == "BGR"
+    assert info.config == models.config_from_dict("fmanet", info.config).to_dict()
+    assert info.config["dim"] == 18 and info.config["num_rdb"] == 2
+    pt = {f.name: sha256_file(f) for f in mock.rglob("*.pt")}
+    prefix = "FMA-Net_REDS.zip:FMA-Net_REDS/" if zipped else ""
+    expected = {f"{prefix}model_stage2/{n}": h for n, h in pt.items()}
+    if zipped:
+        expected["FMA-Net_REDS.zip"] = sha256_file(src)
+    assert info.sources == expected
+
+    _check_reproduces_fixture(out, fixture)
+
+
+def test_import_with_official_ini_config(tmp_path: Path, v1_reference: Path) -> None:
+    cfg = tmp_path / "experiment.cfg"
+    cfg.write_text(OFFICIAL_CFG)
+    out = tmp_path / "w.safetensors"
+    import_official(_mock_dir(v1_reference), out, config=cfg)
+    _check_reproduces_fixture(out, v1_reference / "small-a-24x40")
+
+
+def test_default_config_does_not_fit_small_weights(tmp_path: Path, v1_reference: Path) -> None:
+    out = tmp_path / "w.safetensors"
+    with pytest.raises(StateDictMismatchError) as info:
+        import_official(_mock_dir(v1_reference), out)  # the full-size preset
+    assert info.value.mismatched and not out.exists()
+    assert "feature_extractor" in str(info.value)
+
+
+def test_read_state_dict_of_official_file(v1_reference: Path) -> None:
+    path = _mock_dir(v1_reference) / "model_stage2" / "model_R_best.pt"
+    sd = read_state_dict(path)
+    assert sd and all(k.startswith("restoration_network.") for k in sd)
+    ref = load_file(v1_reference / "small-a-32x32" / "weights.safetensors")
+    assert all(torch.equal(sd[k], ref[k]) for k in sd)

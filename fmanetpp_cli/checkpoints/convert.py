@@ -164,7 +164,10 @@ def official_to_config(cfg: dict[str, Any], source: str = "config") -> Any:
     try:
         return fmanet.FMANetConfig.from_official(cfg)
     except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from e
+        try:  # our own field names (``config.to_dict()``) are accepted too
+            return fmanet.FMANetConfig.from_dict(cfg)
+        except (ConfigError, TypeError):
+            raise ConfigError(f"{source}: {e}") from e
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"{source}: not an FMA-Net configuration ({e})") from e
 
