@@ -65,7 +65,7 @@ def _describe(repo_id: str, filename: str, revision: str | None) -> str:
     return f"{repo_id}/{filename}" + (f" (revision {revision})" if revision else "")
 
 
-def _http_status(exc: BaseException) -> int | None:
+def http_status(exc: BaseException) -> int | None:
     """The HTTP status code somewhere in an exception's cause chain, if any."""
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -109,7 +109,7 @@ def translate_error(exc: BaseException, repo_id: str, filename: str, revision: s
             f"{what}: not in the local Hugging Face cache and offline mode is on "
             "(--offline or HF_HUB_OFFLINE=1)"
         )
-    status = _http_status(exc)
+    status = http_status(exc)
     if status is not None:
         return HubError(f"{what}: the Hub at {where} answered HTTP {status}")
     cause = _root_cause(exc)
