@@ -20,6 +20,7 @@ from fmanetpp_cli.cli._errors import message_for
 # Command modules, registered in this order (each defines `register(app: typer.Typer) -> None`).
 COMMAND_MODULES: tuple[str, ...] = (
     "fmanetpp_cli.cli.weights",
+    "fmanetpp_cli.cli.restore",
 )
 
 app = typer.Typer(

@@ -1,0 +1,300 @@
+"""`fmanetpp restore IN OUT`: restore a video (x4 super-resolution and deblurring), streaming.
+
+The command parses its flags into ``RestoreOptions``, resolves and loads the weights once, and calls
+``restore_one`` (also used by folder processing, one call per file with the same loaded model), which wraps
+the one library call ``pipeline.restore_video`` with a progress bar and a closing summary.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from torch import nn
+
+from fmanetpp_cli.cli._console import err, out
+from fmanetpp_cli.errors import ConfigError
+from fmanetpp_cli.pipeline import RestoreOptions, RestoreReport, default_compare_path, restore_video
+from fmanetpp_cli.video import EncodeOptions, probe
+
+_TIME_RE = re.compile(r"^(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?)$")
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d*)?)\s*([KMGT]?)i?B?$", re.IGNORECASE)
+
+
+def parse_time(text: str | None, flag: str) -> float | None:
+    """Seconds from ``SS[.ff]``, ``MM:SS[.ff]`` or ``HH:MM:SS[.ff]``."""
+    if text is None:
+        return None
+    m = _TIME_RE.match(text.strip())
+    if not m:
+        raise ConfigError(f"{flag} {text!r}: use seconds (12.5), MM:SS or HH:MM:SS")
+    parts = [p for p in m.groups() if p is not None]
+    seconds = 0.0
+    for p in parts:
+        seconds = seconds * 60 + float(p)
+    return seconds
+
+
+def parse_size(text: str | None) -> int | None:
+    """Bytes from ``512M``, ``2G``, ``1.5GiB``, or a plain number of bytes."""
+    if text is None:
+        return None
+    m = _SIZE_RE.match(text.strip())
+    if not m:
+        raise ConfigError(f"--memory-budget {text!r}: use a size such as 512M or 2G")
+    factor = 1024 ** " KMGT".index(m.group(2).upper() or " ")
+    return int(float(m.group(1)) * factor)
+
+
+def parse_tile(text: str) -> int | None:
+    """``auto`` -> None, ``0`` / ``off`` -> 0, else a positive tile side."""
+    value = text.strip().lower()
+    if value == "auto":
+        return None
+    if value in ("0", "off", "none"):
+        return 0
+    if not value.isdigit():
+        raise ConfigError(f"--tile {text!r}: use auto, off or a number of pixels")
+    return int(value)
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr fed by ``on_progress(done, total)``."""
+
+    def __init__(self, label: str) -> None:
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[fps]} fps"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
+        self.task = self.progress.add_task(label, total=None, fps="-")
+
+    def __enter__(self) -> _ProgressBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, done: int, total: int | None) -> None:
+        task = self.progress.tasks[0]
+        # The container's count is an estimate for some formats: never let the bar overflow.
+        shown_total = None if total is None else max(total, done)
+        speed = task.speed
+        self.progress.update(
+            self.task, completed=done, total=shown_total, fps=f"{speed:.2f}" if speed else "-"
+        )
+
+
+def render_summary(report: RestoreReport) -> None:
+    """The closing summary, on stdout."""
+    w = report.write
+    streams = []
+    if w.audio_copied or w.audio_transcoded:
+        recoded = f", {w.audio_transcoded} re-encoded" if w.audio_transcoded else ""
+        streams.append(f"{w.audio_copied} audio copied{recoded}")
+    if w.subtitles_copied:
+        streams.append(f"{w.subtitles_copied} subtitle")
+    tile = f"tiles {report.tile}px" if report.tile else "whole frames"
+    out.print(
+        f"[bold green]restored[/] {report.frames} frames {report.width}x{report.height} -> "
+        f"{report.out_width}x{report.out_height} in {report.seconds:.1f} s ({report.fps:.2f} fps, "
+        f"model {report.model_seconds:.1f} s)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print(
+        f"  output   {report.output}  ({w.codec}, {w.pix_fmt}, {w.size_bytes / 1e6:.1f} MB)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if report.compare is not None:
+        out.print(f"  compare  {report.compare}", highlight=False, soft_wrap=True)
+    out.print(
+        f"  model    {report.temporal_mode}, chunk {report.chunk}, overlap {report.overlap}, {tile}, "
+        f"{report.device} {report.precision}"
+        + (f", {len(report.scene_cuts)} scene cut(s)" if report.scene_cuts else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    if streams:
+        out.print("  streams  " + "; ".join(streams), highlight=False, soft_wrap=True)
+    for line in report.warnings:
+        err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+
+
+def restore_one(
+    input: Path,
+    output: Path,
+    options: RestoreOptions,
+    model: nn.Module,
+    *,
+    quiet: bool = False,
+    as_json: bool = False,
+) -> RestoreReport:
+    """Restore one file with an already loaded model, showing progress and the summary.
+
+    Folder (batch) processing calls this once per file with the same model.
+    """
+    if quiet:
+        report = restore_video(input, output, options, model)
+    else:
+        with _ProgressBar(input.name) as bar:
+            report = restore_video(input, output, options, model, on_progress=bar)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    elif not quiet:
+        render_summary(report)
+    return report
+
+
+def restore_command(
+    input: Annotated[Path, typer.Argument(help="The video to restore.", show_default=False)],
+    output: Annotated[
+        Path, typer.Argument(help="The file to write (.mp4, .m4v, .mov, .mkv, .webm).", show_default=False)
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="A model name, a weights file or a Hub repository id (owner/name). "
+            "Default: the bundled model.",
+            show_default=False,
+        ),
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option("--weights", "-w", help="A .safetensors weights file.", show_default=False)
+    ] = None,
+    scale: Annotated[
+        float,
+        typer.Option(
+            "--scale",
+            "-s",
+            help="Output size over input size. 4 is native (exactly 4x each side); other values resample "
+            "the x4 result with an antialiased bicubic filter, sizes rounded to even numbers.",
+        ),
+    ] = 4.0,
+    chunk: Annotated[
+        int | None,
+        typer.Option(
+            "--chunk",
+            help="Input frames per model pass. Default: 6 for FMA-Net (window) models, "
+            "max(32, 4 x overlap + 1) for FMA-Net++ (sequence) models.",
+            show_default=False,
+        ),
+    ] = None,
+    overlap: Annotated[
+        int | None,
+        typer.Option(
+            "--overlap",
+            help="Context frames shared by neighbouring chunks (sequence models). Default: the model's "
+            "temporal radius, which makes the result equal to one pass over the whole clip.",
+            show_default=False,
+        ),
+    ] = None,
+    tile: Annotated[
+        str,
+        typer.Option(
+            "--tile",
+            help="Spatial tile side in input pixels: auto (from --memory-budget), off, or a number.",
+        ),
+    ] = "auto",
+    tile_overlap: Annotated[int, typer.Option("--tile-overlap", help="Tile overlap in input pixels.")] = 16,
+    memory_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--memory-budget",
+            help="Memory one model pass may use, e.g. 2G. Default: half the free memory (at most 4G on CPU).",
+            show_default=False,
+        ),
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
+    ] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16, or fp16 (CUDA only).")] = "fp32",
+    scene_detect: Annotated[
+        bool, typer.Option("--scene-detect", help="Reset the temporal context at hard cuts.")
+    ] = False,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--start", help="Restore from this time (seconds, MM:SS or HH:MM:SS).", show_default=False
+        ),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option("--end", help="Restore up to this time (exclusive).", show_default=False),
+    ] = None,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare", help="Also write <output stem>.compare<ext>: bicubic | restored, side by side."
+        ),
+    ] = False,
+    codec: Annotated[
+        str, typer.Option("--codec", help="Video encoder: libx264, libx265, ffv1 (lossless), *_nvenc.")
+    ] = "libx264",
+    crf: Annotated[
+        int | None,
+        typer.Option(
+            "--crf", help="Constant quality (lower is better). Default: the codec's.", show_default=False
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Encoder speed preset.", show_default=False)
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Never download weights.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+) -> None:
+    """Restore a video: joint x4 super-resolution and deblurring, audio and subtitles kept."""
+    from fmanetpp_cli.checkpoints import load_model
+    from fmanetpp_cli.checkpoints.resolve import resolve_weights
+
+    options = RestoreOptions(
+        scale=scale,
+        chunk=chunk,
+        overlap=overlap,
+        tile=parse_tile(tile),
+        tile_overlap=tile_overlap,
+        memory_budget=parse_size(memory_budget),
+        device=device,
+        precision=precision,
+        scene_detect=scene_detect,
+        start=parse_time(start, "--start"),
+        end=parse_time(end, "--end"),
+        compare=default_compare_path(output) if compare else None,
+        overwrite=overwrite,
+        encode=EncodeOptions(codec=codec, crf=crf, preset=preset),
+    )
+    probe(input)  # a bad input fails here, before any weights are fetched or loaded
+    network = load_model(resolve_weights(model, weights, offline=offline or None), device="cpu")
+    restore_one(input, output, options, network, quiet=quiet, as_json=as_json)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``restore`` to the application."""
+    app.command("restore", no_args_is_help=True)(restore_command)
