@@ -21,6 +21,9 @@ from fmanetpp_cli.cli._errors import message_for
 COMMAND_MODULES: tuple[str, ...] = (
     "fmanetpp_cli.cli.weights",
     "fmanetpp_cli.cli.restore",
+    "fmanetpp_cli.cli.models",
+    "fmanetpp_cli.cli.download",
+    "fmanetpp_cli.cli.push",
 )
 
 app = typer.Typer(
