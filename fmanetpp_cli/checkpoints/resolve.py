@@ -7,6 +7,7 @@ model constructor):
 2. ``model`` naming an existing file: that file.
 3. ``model`` naming a zoo entry (:mod:`fmanetpp_cli.checkpoints.zoo`): the file in a local weights folder
    (the bundled default lives there), then the Hugging Face cache, then a download (not when offline).
+   Otherwise ``model`` as the stem of a ``<model>.safetensors`` file in a weights folder (your own imports).
 4. ``model`` shaped like a Hub repository id (``owner/name``): the file ``filename`` of that repository
    (default: the repository's only ``*.safetensors`` file, else ``model.safetensors``), from the cache or
    downloaded at ``revision``.
@@ -150,6 +151,11 @@ def resolve_weights(
         return _existing_file(model, "--model")
     if model in zoo.ZOO:
         return resolve_spec(zoo.ZOO[model], offline=offline, cache_dir=cache_dir)
+    if not is_repo and "/" not in model and not model.endswith(_WEIGHT_SUFFIXES):
+        for folder in zoo.weights_dirs():
+            candidate = folder / f"{model}.safetensors"
+            if candidate.is_file():
+                return candidate
     if is_repo:
         from fmanetpp_cli.checkpoints import hub
 
@@ -159,5 +165,63 @@ def resolve_weights(
         return hub.fetch(model, name, revision=revision, sha256=sha256, cache_dir=cache_dir, offline=offline)
     known = ", ".join(sorted(zoo.ZOO))
     raise WeightsNotFoundError(
-        f"{model}: not a weights file, a known model ({known}) or a Hub repository id (owner/name)"
+        f"{model}: not a weights file, a known model ({known}), a file in a weights folder "
+        "(see `fmanetpp models`) or a Hub repository id (owner/name)"
+    )
+
+
+def download_weights(
+    model: str,
+    *,
+    filename: str | None = None,
+    revision: str | None = None,
+    sha256: str | None = None,
+    offline: bool | None = None,
+    cache_dir: str | Path | None = None,
+    force: bool = False,
+) -> Path:
+    """Fetch a zoo entry or a Hub repository's weights into the Hugging Face cache (``fmanetpp download``).
+
+    Unlike :func:`resolve_weights`, a repository id asks the Hub first (a moved branch is followed, a file
+    already cached is not downloaded again), and ``force`` downloads again. A zoo entry that is not on
+    the Hub is only found locally.
+
+    Raises:
+        ConfigError: Hub options given with a zoo name.
+        WeightsNotFoundError / HubError / ChecksumError: as :func:`resolve_weights`.
+    """
+    from fmanetpp_cli.checkpoints import hub
+
+    if model in zoo.ZOO:
+        if filename is not None or revision is not None or sha256 is not None:
+            raise ConfigError(
+                f"{model!r} is a known model: --filename, --revision and --sha256 are fixed for it"
+            )
+        spec = zoo.ZOO[model]
+        if spec.repo_id is None or zoo.find_local(spec) is not None:
+            return resolve_spec(spec, offline=offline, cache_dir=cache_dir)
+        return hub.fetch(
+            spec.repo_id,
+            spec.filename,
+            revision=spec.revision,
+            sha256=spec.sha256,
+            cache_dir=cache_dir,
+            offline=offline,
+            force_download=force,
+        )
+    if not looks_like_repo_id(model):
+        known = ", ".join(sorted(zoo.ZOO))
+        raise WeightsNotFoundError(
+            f"{model}: not a known model ({known}) or a Hub repository id (owner/name)"
+        )
+    name = filename or hub.default_filename(model, revision=revision, offline=offline, cache_dir=cache_dir)
+    return hub.fetch(
+        model,
+        name,
+        revision=revision,
+        sha256=sha256,
+        cache_dir=cache_dir,
+        offline=offline,
+        force_download=force,
+        prefer_cache=False,
     )

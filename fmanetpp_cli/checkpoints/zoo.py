@@ -91,9 +91,12 @@ _ENTRIES: tuple[WeightSpec, ...] = (
         arch="fmanetpp",
         config="fmanetpp-small",
         filename="fmanetpp-small-v1.safetensors",
-        license="MIT (see weights/README.md for the training footage)",
+        license="MIT",
         source="trained in this project (fmanetpp train); model card in weights/README.md",
-        notes="The bundled default. Not published on the Hub yet; `fmanetpp weights push` publishes a copy.",
+        notes=(
+            "The bundled default (model card and training footage in weights/README.md). Not published on "
+            "the Hub yet; `fmanetpp weights push` publishes a copy."
+        ),
         bundled=True,
     ),
     WeightSpec(
@@ -102,10 +105,11 @@ _ENTRIES: tuple[WeightSpec, ...] = (
         config="fmanet",
         filename="fmanet-reds.safetensors",
         channel_order="BGR",
-        license="MIT (official FMA-Net repository); trained on REDS, see the dataset's terms",
+        license="MIT; REDS data terms",
         source="https://github.com/KAIST-VICLab/FMA-Net (release zip on Google Drive)",
         notes=(
-            "Official FMA-Net (CVPR 2024) REDS weights. Not on the Hub: download the release zip from the "
+            "Official FMA-Net (CVPR 2024) REDS weights (code MIT; trained on REDS, whose own terms apply). "
+            "Not on the Hub: download the release zip from the "
             "official README, then `fmanetpp weights import FMA-Net.zip DIR/fmanet-reds.safetensors` with "
             "DIR one of the weights folders listed by `fmanetpp models`."
         ),
