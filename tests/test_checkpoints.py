@@ -6,6 +6,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+import fmanetpp_cli
 from fmanetpp_cli import models
 from fmanetpp_cli.checkpoints import (
     import_official,
@@ -26,7 +29,12 @@ from fmanetpp_cli.checkpoints import (
     sha256_file,
 )
 from fmanetpp_cli.checkpoints import weights_file as wf
-from fmanetpp_cli.checkpoints.convert import find_official_checkpoints, parse_experiment_cfg
+from fmanetpp_cli.checkpoints.convert import (
+    find_official_checkpoints,
+    load_official_config,
+    official_to_config,
+    parse_experiment_cfg,
+)
 from fmanetpp_cli.checkpoints.io import scan_pickle_globals
 from fmanetpp_cli.checkpoints.remap import canonicalize, remap_official_fmanet
 from fmanetpp_cli.errors import (
@@ -37,6 +45,7 @@ from fmanetpp_cli.errors import (
     UnsafeCheckpointError,
     WeightsNotFoundError,
 )
+from fmanetpp_cli.models import fmanet
 
 # --------------------------------------------------------------------------- helpers
 
@@ -284,6 +293,15 @@ def test_failed_save_leaves_previous_file(
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
 
 
+def test_saved_file_gets_umask_permissions(tmp_path: Path, tiny_arch: None) -> None:
+    umask = os.umask(0o022)
+    try:
+        path = save_model(TinyNet(TinyConfig()), tmp_path / "w.safetensors")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_mismatch_lists_missing_unexpected_and_misshaped(tmp_path: Path, tiny_arch: None) -> None:
     model = TinyNet(TinyConfig(width=4))
     sd = {k: v.clone() for k, v in model.state_dict().items()}
@@ -443,6 +461,36 @@ def _write_small_a_json(folder: Path) -> Path:
     return path
 
 
+def test_full_experiment_cfg_matches_the_preset(tmp_path: Path) -> None:
+    full = OFFICIAL_CFG
+    for old, new in [
+        ("dim = 18", "dim = 90"),
+        ("ds_kernel_size = 6", "ds_kernel_size = 20"),
+        ("us_kernel_size = 3", "us_kernel_size = 5"),
+        ("num_RDB = 2", "num_RDB = 12"),
+        ("growth_rate = 6", "growth_rate = 18"),
+        ("num_dense_layer = 2", "num_dense_layer = 4"),
+        ("num_flow = 3", "num_flow = 9"),
+        ("num_FRMA = 2", "num_FRMA = 4"),
+        ("num_transformer_block = 1", "num_transformer_block = 2"),
+        ("num_heads = 2", "num_heads = 6"),
+    ]:
+        assert old in full
+        full = full.replace(old, new)
+    path = tmp_path / "experiment.cfg"
+    path.write_text(
+        full + "\n[validation]\nval_period = 5\n\n[test]\ncustom_path = /path/to/custom/dataset\n"
+    )
+    assert parse_experiment_cfg(path) == fmanet.PRESETS["fmanet"].to_official()
+    assert load_official_config(None) == fmanet.PRESETS["fmanet"].to_official()
+    with pytest.raises(ConfigError, match="stage = 1"):
+        official_to_config(parse_experiment_cfg(path) | {"stage": 1})
+    ours = official_to_config(fmanet.PRESETS["fmanet-small-a"].to_dict())  # our field names work too
+    assert ours == fmanet.PRESETS["fmanet-small-a"]
+    with pytest.raises(ConfigError, match="unknown"):
+        official_to_config({"dim": 18, "colour": "blue"})
+
+
 def test_parse_experiment_cfg(tmp_path: Path) -> None:
     path = tmp_path / "experiment.cfg"
     path.write_text(OFFICIAL_CFG)
@@ -494,9 +542,7 @@ def _check_reproduces_fixture(weights: Path, fixture: Path) -> None:
 
 
 @pytest.mark.parametrize("zipped", [False, True], ids=["folder", "zip"])
-def test_mock_checkpoints_import_and_reproduce_fixture(
-    tmp_path: Path, v1_reference: Path, zipped: bool
-) -> None:
+def test_mock_checkpoints_reproduce_fixture(tmp_path: Path, v1_reference: Path, zipped: bool) -> None:
     mock = _mock_dir(v1_reference)
     src: Path = mock
     if zipped:
@@ -552,3 +598,40 @@ def test_read_state_dict_of_official_file(v1_reference: Path) -> None:
     assert sd and all(k.startswith("restoration_network.") for k in sd)
     ref = load_file(v1_reference / "small-a-32x32" / "weights.safetensors")
     assert all(torch.equal(sd[k], ref[k]) for k in sd)
+
+
+@pytest.mark.slow
+def test_full_size_official_layout_imports_with_default_config(tmp_path: Path, v1_reference: Path) -> None:
+    """Checkpoints with the official full-size keys and shapes (manifest) import without a config."""
+    manifest = json.loads((v1_reference / "manifest-full.json").read_text())
+    assert load_official_config(None) == manifest["config"]
+    g = torch.Generator().manual_seed(0)
+    folder = tmp_path / "results" / "model_stage2"
+    folder.mkdir(parents=True)
+    written: dict[str, torch.Tensor] = {}
+    for part, prefix in (("D", "degradation_learning_network."), ("R", "restoration_network.")):
+        sd = {
+            e["key"]: torch.randn(e["shape"], generator=g) * 0.01 for e in manifest[f"Net_{part}_state_dict"]
+        }
+        written |= {prefix + k: v for k, v in sd.items()}
+        ckpt = {"epoch": 400, f"model_{part}_state_dict": sd, f"scheduler_{part}_state_dict": {"gamma": 0.5}}
+        torch.save(ckpt, folder / f"model_{part}_best.pt")
+    result = import_official(tmp_path / "results", tmp_path / "full.safetensors")
+    assert result.num_params == manifest["param_counts"]["total"] == 9_766_503
+    loaded = load_model(tmp_path / "full.safetensors")
+    assert loaded.config == fmanet.PRESETS["fmanet"] and loaded.channel_order == "BGR"
+    got = loaded.state_dict()
+    assert got.keys() == written.keys() and all(torch.equal(got[k], written[k]) for k in written)
+    with torch.no_grad():
+        out = loaded(torch.rand(1, 3, 3, 8, 8, generator=g))["output"]
+    assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
+
+
+def test_public_api_and_import_boundaries() -> None:
+    assert fmanetpp_cli.load_model is load_model
+    code = (
+        "import sys, fmanetpp_cli.checkpoints\n"
+        "print(','.join(m for m in ('typer', 'rich', 'av') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
