@@ -122,3 +122,26 @@ def test_unsafe_checkpoint_refused_in_one_line(tmp_path: Path, capsys: pytest.Ca
     line = _one_line(err)
     assert code == 1 and not marker.exists() and not out.exists()
     assert "model_D_best.pt" in line and "system" in line and "nothing was executed" in line
+
+
+def test_import_then_info_on_mock_checkpoints(
+    tmp_path: Path, v1_reference: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mock = v1_reference / "mock-checkpoint-small-a"
+    out = tmp_path / "small-a.safetensors"
+    cfg = v1_reference / "small-a-32x32" / "config.json"
+    result = runner.invoke(app, ["weights", "import", str(mock), str(out), "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert "192,621 parameters" in result.stdout and out.is_file()
+    result = runner.invoke(app, ["weights", "info", str(out), "--json"])
+    data = json.loads(result.stdout)
+    assert data["channel_order"] == "BGR" and data["num_params"] == 192_621 and data["num_tensors"] == 161
+    assert set(data["sources"]) == {"model_stage2/model_D_best.pt", "model_stage2/model_R_best.pt"}
+
+    # Importing again refuses to overwrite; the full-size default config does not fit these weights.
+    code, _, err = _run_main(["weights", "import", str(mock), str(out)], capsys)
+    assert code == 1 and "already exists" in _one_line(err) and str(out) in err
+    other = tmp_path / "full.safetensors"
+    code, _, err = _run_main(["weights", "import", str(mock), str(other)], capsys)
+    line = _one_line(err)
+    assert code == 1 and str(mock) in line and "mis-shaped" in line and not other.exists()
