@@ -12,6 +12,7 @@ import os
 import sys
 
 import typer
+from rich.markup import escape
 
 from fmanetpp_cli import __version__
 from fmanetpp_cli.cli._console import err
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
         msg = message_for(e)
         if msg is None or _state["debug"] or debug_env or "--debug" in args:
             raise
-        err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+        # escape: messages hold "[...]" key lists and paths that rich would take for markup
+        err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
         sys.exit(1)
     if isinstance(rv, int) and rv:
         sys.exit(rv)
