@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import random
 import shutil
 import subprocess
 import sys
@@ -210,6 +211,27 @@ def test_truncated_torch_zip_and_safetensors(tmp_path: Path) -> None:
         read_state_dict(tmp_path / "cut.safetensors")
 
 
+def test_damaged_checkpoints_only_raise_checkpoint_errors(tmp_path: Path) -> None:
+    ckpt = {"model_D_state_dict": _tensors()}
+    torch.save(ckpt, tmp_path / "zip.pt")
+    torch.save(ckpt, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    rng = random.Random(0)
+    outcomes = set()
+    for name in ("zip.pt", "legacy.pt"):
+        data = (tmp_path / name).read_bytes()
+        for _ in range(60):
+            damaged = bytearray(data)
+            for _ in range(rng.randint(1, 8)):
+                damaged[rng.randrange(min(len(damaged), 1500))] = rng.randrange(256)
+            (tmp_path / "damaged.pt").write_bytes(bytes(damaged))
+            try:
+                read_state_dict(tmp_path / "damaged.pt")
+                outcomes.add("read")
+            except CheckpointError:
+                outcomes.add("refused")
+    assert "refused" in outcomes
+
+
 def test_missing_file_and_folder(tmp_path: Path) -> None:
     with pytest.raises(WeightsNotFoundError, match="nope.pt"):
         read_state_dict(tmp_path / "nope.pt")
@@ -336,8 +358,12 @@ def test_load_model_refuses_foreign_files(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="unsupported weights format"):
         load_model(tmp_path / "other.safetensors")
     save_file(_tensors(), tmp_path / "arch.safetensors", metadata=wf.build_metadata("nonesuch", {}))
-    with pytest.raises(ConfigError, match="nonesuch"):
+    with pytest.raises(CheckpointError, match="arch.safetensors.*nonesuch"):
         load_model(tmp_path / "arch.safetensors")
+    bad_order = wf.build_metadata("tiny", {"width": 4}) | {"channel_order": "YUV"}
+    save_file(_tensors(), tmp_path / "order.safetensors", metadata=bad_order)
+    with pytest.raises(CheckpointError, match="order.safetensors.*channel order"):
+        read_weights_info(tmp_path / "order.safetensors")
     with pytest.raises(WeightsNotFoundError):
         load_model(tmp_path / "missing.safetensors")
 

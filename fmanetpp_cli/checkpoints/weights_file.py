@@ -154,6 +154,13 @@ def _open_weights(path: str | os.PathLike[str]) -> tuple[Path, dict[str, str]]:
     return p, meta
 
 
+def _file_channel_order(p: Path, meta: dict[str, str]) -> str:
+    try:
+        return _check_channel_order(meta["channel_order"])
+    except ConfigError as e:
+        raise CheckpointError(f"{p}: {e}") from e
+
+
 def _json_field(p: Path, meta: dict[str, str], key: str) -> Any:
     try:
         return json.loads(meta[key])
@@ -181,7 +188,7 @@ def read_weights_info(path: str | os.PathLike[str]) -> WeightsInfo:
         path=p,
         arch=meta["arch"],
         config=config,
-        channel_order=_check_channel_order(meta["channel_order"]),
+        channel_order=_file_channel_order(p, meta),
         num_params=num_params,
         num_tensors=len(keys),
         sources=sources,
@@ -220,19 +227,22 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
 
     Raises:
         WeightsNotFoundError: no such file.
-        CheckpointError: not a weights file of ours (a legacy pickle, a bare state dict, bad metadata).
-        ConfigError: an unknown architecture or config field.
+        CheckpointError: not a weights file of ours (a legacy pickle, a bare state dict, bad metadata,
+            an unknown architecture or config field).
         StateDictMismatchError: the tensors do not fit the architecture (lists the keys).
     """
     p, meta = _open_weights(path)
     config = _json_field(p, meta, "config")
     if not isinstance(config, dict):
         raise CheckpointError(f"{p}: metadata entry 'config' is not a JSON object")
-    model = build_model(meta["arch"], config)
+    try:
+        model = build_model(meta["arch"], config)
+    except ConfigError as e:
+        raise CheckpointError(f"{p}: its metadata does not describe a network we can build ({e})") from e
     try:
         state_dict = load_file(str(p), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{p}: corrupt safetensors file ({e})") from e
     load_state_dict_strict(model, state_dict, source=str(p))
-    model.channel_order = _check_channel_order(meta["channel_order"])
+    model.channel_order = _file_channel_order(p, meta)
     return model.to(torch.device(device)).eval()
