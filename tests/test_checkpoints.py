@@ -163,6 +163,8 @@ def test_scan_names_globals_without_running_them(tmp_path: Path) -> None:
         found = scan_pickle_globals(data)
         assert f"{os.system.__module__}.system" in found and any("_leave_marker" in g for g in found)
     assert not marker.exists()
+    data = pickle.dumps([ShellEvil(marker), list(range(100))], protocol=2)
+    assert scan_pickle_globals(data[: len(data) // 2]) == [f"{os.system.__module__}.system"]  # truncated
     clean = tmp_path / "clean.pt"
     torch.save(_tensors(), clean)
     assert all(g.startswith(("torch.", "collections.")) for g in scan_pickle_globals(clean.read_bytes()))

@@ -131,26 +131,28 @@ def _pickle_payloads(data: bytes) -> list[bytes]:
         return []
 
 
-def _globals_of_one_pickle(stream: io.BytesIO) -> list[str]:
-    """Globals referenced by the one pickle that starts at the stream position (which moves past it)."""
-    names: list[str] = []
+def _globals_of_one_pickle(stream: io.BytesIO) -> Iterator[str]:
+    """Globals referenced by the one pickle that starts at the stream position (which moves past it).
+
+    A generator, so that the names met before a malformed opcode are still reported.
+    """
     pushed: list[Any] = []  # what each pushing opcode left, strings kept, everything else None
     memo: dict[int, Any] = {}
     for opcode, arg, _pos in pickletools.genops(stream):
         op = opcode.name
         if op in ("GLOBAL", "INST"):
             module, _, name = str(arg).partition(" ")
-            names.append(f"{module}.{name}")
+            yield f"{module}.{name}"
             pushed.append(None)
         elif op == "STACK_GLOBAL":
             module, name = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
             if isinstance(module, str) and isinstance(name, str):
-                names.append(f"{module}.{name}")
+                yield f"{module}.{name}"
             else:
-                names.append("<unresolved STACK_GLOBAL>")
+                yield "<unresolved STACK_GLOBAL>"
             pushed.append(None)
         elif op in ("EXT1", "EXT2", "EXT4"):
-            names.append(f"<copyreg extension {arg}>")
+            yield f"<copyreg extension {arg}>"
             pushed.append(None)
         elif op in _STRING_OPS:
             pushed.append(arg.decode("latin-1") if isinstance(arg, bytes) else str(arg))
@@ -162,7 +164,6 @@ def _globals_of_one_pickle(stream: io.BytesIO) -> list[str]:
             pushed.append(memo.get(int(arg)))
         elif op not in _NO_PUSH_OPS:
             pushed.append(None)
-    return names
 
 
 def _allowed_globals() -> set[str]:
