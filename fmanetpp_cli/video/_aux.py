@@ -28,6 +28,15 @@ _logger = logging.getLogger(__name__)
 
 _AUDIO_FALLBACK = {"mp4": "aac", "mov": "aac", "matroska": "flac", "webm": "libopus"}
 _TEXT_SUBTITLE_FALLBACK = {"mp4": "mov_text", "mov": "mov_text", "matroska": "subrip", "webm": "webvtt"}
+# The smallest ASS header FFmpeg's text subtitle encoders accept (they all convert through ASS).
+ASS_HEADER = (
+    b"[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
+    b"Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, "
+    b"Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, "
+    b"Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
+    b"Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n"
+    b"[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+)
 _TEXT_SUBTITLES = ("subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text")
 
 
@@ -76,13 +85,12 @@ class AuxCopier:
         self._end: float | None = None
         self._src = open_input(source)
         self._routes: dict[int, _Route] = {}
-        supported = container.supported_codecs
         if options.copy_audio:
             for s in self._src.streams.audio:
-                self._add_audio(s, supported)
+                self._add_audio(s)
         if options.copy_subtitles:
             for s in self._src.streams.subtitles:
-                self._add_subtitle(s, supported)
+                self._add_subtitle(s)
         if fmt == "matroska" and options.copy_subtitles:
             for s in self._src.streams.attachments:
                 self._add_attachment(s)
@@ -100,18 +108,24 @@ class AuxCopier:
             dst.metadata.update({k: v for k, v in src.metadata.items() if k.lower() not in ("vendor_id",)})
         dst.disposition = src.disposition.value
 
-    def _add_audio(self, s: Any, supported: set[str]) -> None:
+    def _copy(self, s: Any) -> bool:
+        """Add an output stream that takes ``s``'s packets unchanged; False when the muxer refuses it."""
+        try:
+            # PyAV asks the muxer (avformat_query_codec) and raises ValueError for a codec it cannot hold.
+            dst = self.out.add_stream_from_template(s)
+        except (ValueError, av.error.FFmpegError) as e:
+            _logger.debug("cannot copy %s: %s", self._label(s), e)
+            return False
+        dst.time_base = s.time_base
+        self._finish_stream(s, dst)
+        self._routes[s.index] = _Route(s, dst, "copy")
+        return True
+
+    def _add_audio(self, s: Any) -> None:
         name = s.codec_context.name
-        if name in supported:
-            try:
-                dst = self.out.add_stream_from_template(s)
-                dst.time_base = s.time_base
-                self._finish_stream(s, dst)
-                self._routes[s.index] = _Route(s, dst, "copy")
-                self.audio_copied += 1
-                return
-            except (ValueError, av.error.FFmpegError) as e:
-                _logger.debug("cannot copy %s: %s", self._label(s), e)
+        if self._copy(s):
+            self.audio_copied += 1
+            return
         target = _AUDIO_FALLBACK.get(self.fmt, "aac")
         ctx = s.codec_context
         dst = self.out.add_stream(target, rate=ctx.sample_rate)
@@ -132,25 +146,17 @@ class AuxCopier:
         self.audio_transcoded += 1
         self.warn(f"{self._label(s)}: the {self.fmt} container cannot hold {name}, transcoded to {target}")
 
-    def _add_subtitle(self, s: Any, supported: set[str]) -> None:
+    def _add_subtitle(self, s: Any) -> None:
         name = s.codec_context.name
-        if name in supported:
-            try:
-                dst = self.out.add_stream_from_template(s)
-                dst.time_base = s.time_base
-                self._finish_stream(s, dst)
-                self._routes[s.index] = _Route(s, dst, "copy")
-                self.subtitles_copied += 1
-                return
-            except (ValueError, av.error.FFmpegError) as e:
-                _logger.debug("cannot copy %s: %s", self._label(s), e)
+        if self._copy(s):
+            self.subtitles_copied += 1
+            return
         target = _TEXT_SUBTITLE_FALLBACK.get(self.fmt)
         if name in _TEXT_SUBTITLES and target is not None:
             try:
                 dst = self.out.add_stream(target)
-                dec = s.codec_context
-                if dec.subtitle_header:
-                    dst.codec_context.subtitle_header = dec.subtitle_header
+                # The source decoder is not open yet, so its own ASS header is not known here.
+                dst.codec_context.subtitle_header = s.codec_context.subtitle_header or ASS_HEADER
                 dst.codec_context.time_base = Fraction(1, 1000)
                 dst.time_base = Fraction(1, 1000)
                 dst.codec_context.open()

@@ -59,15 +59,17 @@ def frame_to_array(frame: av.VideoFrame, high_bit_depth: bool) -> np.ndarray:
     """Convert a decoded frame to ``[H, W, 3]`` full-range RGB (uint8, or uint16 when high bit depth).
 
     The conversion uses the frame's own matrix coefficients and colour range, so BT.709 / BT.2020 and
-    limited-range sources come out with correct colours.
+    limited-range sources come out with correct colours. It goes through planar RGB (``gbrp``,
+    ``gbrp16le``): with FFmpeg 8's swscale the packed ``rgb48le`` path turns ``yuv420p10le`` into wrong
+    colours (mean error > 5000 / 65535 on a smooth ramp, measured), and ``nv12`` -> ``rgb24`` is
+    blurrier than the planar route.
     """
-    fmt = "rgb48le" if high_bit_depth else "rgb24"
     rgb = frame.reformat(
-        format=fmt,
+        format="gbrp16le" if high_bit_depth else "gbrp",
         src_color_range=frame.color_range,
         dst_color_range="JPEG",  # full range RGB
     )
-    return rgb.to_ndarray()  # [H, W, 3]
+    return rgb.to_ndarray(channel_last=True)  # [H, W, 3], channels flipped to RGB order by PyAV
 
 
 class VideoReader:
@@ -182,8 +184,11 @@ class VideoReader:
                 yield Frame(image, pts, float(pts * info.time_base), self.frames_read)
                 self.frames_read += 1
         except av.error.FFmpegError as e:
+            expected = self.info.expected_frames
+            of = f" of {expected}" if expected is not None and not (self.start or self.end) else ""
             raise VideoDecodeError(
-                f"{self.path}: decoding failed after {self.frames_read} frames ({e})"
+                f"{self.path}: decoding failed after {self.frames_read}{of} frames; the file looks "
+                f"truncated or damaged ({e})"
             ) from e
         finally:
             self.close()

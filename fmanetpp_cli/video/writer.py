@@ -303,6 +303,7 @@ class VideoWriter:
         self._written_pts: list[int] = []
         self._pending: tuple[np.ndarray, int] | None = None
         self._last_duration: int | None = None
+        self._durations: dict[int, int] = {}  # output pts -> duration, until its packet is muxed
         self._first_pts: int | None = None
         self._offset_pts = 0  # subtracted from every video pts (non-zero only with a time range)
         self._done = False
@@ -335,6 +336,9 @@ class VideoWriter:
         opts = self.options
         info = self.info
         try:
+            # Create the temporary file now: it proves the folder is writable (os.access cannot see
+            # read-only mounts or quotas) and reserves the name.
+            self.tmp_path.touch(exist_ok=False)
             self._container = av.open(str(self.tmp_path), mode="w", format=self.format)
         except (av.error.FFmpegError, OSError) as e:
             raise VideoWriteError(f"{self.output.parent}: cannot create the output file there ({e})") from e
@@ -491,15 +495,27 @@ class VideoWriter:
         frame.time_base = self.time_base
         frame.duration = duration
         self._last_duration = duration
+        self._durations[frame.pts] = duration
         try:
-            packets = self._stream.encode(frame)
-            self._container.mux(packets)
+            self._mux_video(self._stream.encode(frame))
         except (av.error.FFmpegError, ValueError) as e:
             raise VideoWriteError(f"{self.output}: encoding frame {self.frames_written} failed ({e})") from e
         self._written_pts.append(frame.pts)
         self.frames_written += 1
         if self._aux is not None:
             self._aux.pump(float(pts * self.time_base))
+
+    def _mux_video(self, packets: list[Any]) -> None:
+        """Mux encoded packets, each with the duration of its own frame.
+
+        Encoders with a look-ahead (libx264, libx265) do not pass frame durations through, and the
+        mp4/mov muxers take the last sample's length from its packet, so without this the output's
+        duration would drift from the source's.
+        """
+        for packet in packets:
+            if packet.pts is not None and packet.pts in self._durations:
+                packet.duration = self._durations.pop(packet.pts)
+            self._container.mux(packet)
 
     def _last_frame_duration(self, last_pts: int) -> int:
         """Duration of the final frame: to the end of the source range/stream, else the previous one."""
@@ -536,7 +552,7 @@ class VideoWriter:
             self._pending = None
             self._encode(image, pts, self._last_frame_duration(pts))
             try:
-                self._container.mux(self._stream.encode(None))
+                self._mux_video(self._stream.encode(None))
             except (av.error.FFmpegError, ValueError) as e:
                 raise VideoWriteError(f"{self.output}: flushing the encoder failed ({e})") from e
             if self._aux is not None:
@@ -585,13 +601,18 @@ class VideoWriter:
                 f"{self.frames_written} were written"
             )
         # The muxer may store times in a coarser time base (Matroska: 1 ms); allow half a tick of it.
+        # It may also shift every stream by the same amount to avoid negative timestamps (Matroska
+        # with AAC priming), which keeps sync; so frame times are compared relative to the first.
         tick = max(float(tb), float(self.time_base)) / 2 + 1e-9
+        got0, want0 = pts_list[0] * tb, self._written_pts[0] * self.time_base
         for i, (got, want) in enumerate(zip(pts_list, self._written_pts, strict=True)):
-            if abs(float(got * tb) - float(want * self.time_base)) > tick:
+            got_t, want_t = float(got * tb - got0), float(want * self.time_base - want0)
+            if abs(got_t - want_t) > tick:
                 raise VideoWriteError(
-                    f"{self.output}: verification failed, frame {i} is at {float(got * tb):.6f} s "
-                    f"instead of {float(want * self.time_base):.6f} s"
+                    f"{self.output}: verification failed, frame {i} is at {got_t:.6f} s "
+                    f"instead of {want_t:.6f} s (from the first frame)"
                 )
+        self.start_shift = float(got0 - want0)
         last = self._written_pts[-1] + (self._last_duration or 0)
         duration = float((last - self._written_pts[0]) * self.time_base)
         aux = self._aux
