@@ -26,7 +26,7 @@ from fmanetpp_cli.checkpoints.io import load_torch_checkpoint, sha256_bytes, sha
 from fmanetpp_cli.checkpoints.remap import canonicalize, remap_official_fmanet
 from fmanetpp_cli.checkpoints.weights_file import load_state_dict_strict, save_model
 from fmanetpp_cli.errors import CheckpointError, ConfigError, OutputExistsError, WeightsNotFoundError
-from fmanetpp_cli.models import build_model
+from fmanetpp_cli.models import build_model, fmanet
 
 NET_D_FILE = "model_D_best.pt"
 NET_R_FILE = "model_R_best.pt"
@@ -130,8 +130,6 @@ def load_official_config(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     Raises:
         ConfigError: no such file, or an unreadable or incomplete configuration.
     """
-    from fmanetpp_cli.models import fmanet
-
     if path is None:
         return dict(fmanet.PRESETS["fmanet"].to_official())
     p = Path(path)
@@ -152,10 +150,8 @@ def load_official_config(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     return parse_experiment_cfg(p, text)
 
 
-def official_to_config(cfg: dict[str, Any], source: str = "config") -> Any:
+def official_to_config(cfg: dict[str, Any], source: str = "config") -> fmanet.FMANetConfig:
     """Build an ``FMANetConfig`` from an official-style dict; only stage-2 (full) networks import."""
-    from fmanetpp_cli.models import fmanet
-
     stage = cfg.get("stage", 2)
     if stage != 2:
         raise ConfigError(
