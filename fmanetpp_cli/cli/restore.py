@@ -72,7 +72,11 @@ def parse_tile(text: str) -> int | None:
 
 
 class _ProgressBar:
-    """A rich progress bar on stderr fed by ``on_progress(done, total)``."""
+    """A rich progress bar on stderr fed by ``on_progress(done, total)``.
+
+    It appears with the first restored frame and disappears when the restore ends (the summary, or the
+    one-line error, is what stays on screen).
+    """
 
     def __init__(self, label: str) -> None:
         self.progress = Progress(
@@ -86,18 +90,22 @@ class _ProgressBar:
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=err,
-            transient=False,
+            transient=True,
         )
         self.task = self.progress.add_task(label, total=None, fps="-")
+        self.started = False
 
     def __enter__(self) -> _ProgressBar:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.started:
+            self.progress.stop()
 
     def __call__(self, done: int, total: int | None) -> None:
+        if not self.started:
+            self.progress.start()
+            self.started = True
         task = self.progress.tasks[0]
         # The container's count is an estimate for some formats: never let the bar overflow.
         shown_total = None if total is None else max(total, done)
@@ -170,9 +178,15 @@ def restore_one(
 
 
 def restore_command(
-    input: Annotated[Path, typer.Argument(help="The video to restore.", show_default=False)],
+    input: Annotated[
+        Path, typer.Argument(help="The video to restore, or a folder of videos.", show_default=False)
+    ],
     output: Annotated[
-        Path, typer.Argument(help="The file to write (.mp4, .m4v, .mov, .mkv, .webm).", show_default=False)
+        Path,
+        typer.Argument(
+            help="The file to write (.mp4, .m4v, .mov, .mkv, .webm), or the output folder.",
+            show_default=False,
+        ),
     ],
     model: Annotated[
         str | None,
@@ -269,8 +283,41 @@ def restore_command(
     offline: Annotated[bool, typer.Option("--offline", help="Never download weights.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    glob: Annotated[
+        str | None,
+        typer.Option(
+            "--glob",
+            help="Folder mode: only files whose relative path matches, e.g. '*.mov'.",
+            show_default=False,
+        ),
+    ] = None,
+    skip_existing: Annotated[
+        bool,
+        typer.Option("--skip-existing", help="Folder mode: skip files whose output exists (resume a run)."),
+    ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report", help="Folder mode: also write the per-file results as JSON.", show_default=False
+        ),
+    ] = None,
+    ext: Annotated[
+        str | None,
+        typer.Option(
+            "--ext",
+            help="Folder mode: output extension (default: the input's for mp4/m4v/mov/mkv, else mkv).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Restore a video: joint x4 super-resolution and deblurring, audio and subtitles kept."""
+    """Restore a video: joint x4 super-resolution and deblurring, audio and subtitles kept.
+
+    Folder mode, `fmanetpp restore IN_DIR OUT_DIR`: every video under IN_DIR (recursively; --glob to filter)
+    is restored to the same relative path under OUT_DIR with the model loaded once. IN_DIR is never written
+    to; outputs never leave OUT_DIR. A failing file does not stop the run, which ends with a table of every
+    file (ok / skipped / failed and why). Exit status: 0 when every file is ok or skipped, 1 when some
+    failed (and 1 for a bad argument, before anything is processed).
+    """
     from fmanetpp_cli.checkpoints import load_model
     from fmanetpp_cli.checkpoints.resolve import resolve_weights
 
@@ -290,6 +337,21 @@ def restore_command(
         overwrite=overwrite,
         encode=EncodeOptions(codec=codec, crf=crf, preset=preset),
     )
+    if input.is_dir():
+        from fmanetpp_cli.cli._batch import restore_directory
+        from fmanetpp_cli.pipeline.batch import validate_folder_run
+
+        validate_folder_run(
+            input, output, options, skip_existing=skip_existing, report_path=report, extension=ext
+        )
+        network = load_model(resolve_weights(model, weights, offline=offline or None), device="cpu")
+        code = restore_directory(
+            input, output, options, network, glob=glob, skip_existing=skip_existing, extension=ext,
+            report_path=report, quiet=quiet, as_json=as_json,
+        )  # fmt: skip
+        raise typer.Exit(code)
+    if glob is not None or skip_existing or report is not None or ext is not None:
+        raise ConfigError("--glob, --skip-existing, --report and --ext apply only when INPUT is a folder")
     probe(input)  # a bad input fails here, before any weights are fetched or loaded
     network = load_model(resolve_weights(model, weights, offline=offline or None), device="cpu")
     restore_one(input, output, options, network, quiet=quiet, as_json=as_json)

@@ -245,6 +245,29 @@ def check_folders(in_dir: Path, out_dir: Path, report_path: Path | None = None) 
     return src, dst
 
 
+def validate_folder_run(
+    in_dir: Path,
+    out_dir: Path,
+    options: RestoreOptions,
+    *,
+    skip_existing: bool = False,
+    report_path: Path | None = None,
+    extension: str | None = None,
+) -> None:
+    """The checks :func:`restore_folder` makes before touching a file (cheap: run it before loading weights).
+
+    Raises:
+        VideoOpenError / ConfigError: as :func:`check_folders`, plus ``compare`` set, ``skip_existing`` with
+            ``overwrite``, or a bad ``extension``.
+    """
+    if options.compare is not None:
+        raise ConfigError("--compare is for single files; it is not available when restoring a folder")
+    if skip_existing and options.overwrite:
+        raise ConfigError("--skip-existing and --overwrite contradict each other; choose one")
+    _normalise_extension(extension)
+    check_folders(in_dir, out_dir, report_path)
+
+
 def plan_folder(
     in_dir: Path,
     out_dir: Path,
@@ -340,13 +363,11 @@ def restore_folder(
     if model is None:
         raise ConfigError("restore_folder needs a loaded model")
     opts = options if options is not None else RestoreOptions()
-    if opts.compare is not None:
-        raise ConfigError("--compare is for single files; it is not available when restoring a folder")
-    if skip_existing and opts.overwrite:
-        raise ConfigError("--skip-existing and --overwrite contradict each other; choose one")
     in_path, out_path = Path(in_dir), Path(out_dir)
     report_file = Path(report_path) if report_path is not None else None
-    check_folders(in_path, out_path, report_file)
+    validate_folder_run(
+        in_path, out_path, opts, skip_existing=skip_existing, report_path=report_file, extension=extension
+    )
     hooks = callbacks or BatchCallbacks()
     started = time.perf_counter()
     tasks = plan_folder(in_path, out_path, glob=glob, extension=extension)

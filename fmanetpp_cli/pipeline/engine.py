@@ -36,9 +36,14 @@ class RestorationModel(Protocol):
     channel_order: str
 
 
+# Frames smaller than this are padded up (and cropped back): attention and 3x3 stacks misbehave on specks,
+# and FMA-Net refuses frames below 2x2.
+DEFAULT_MIN_SIZE = 8
+
+
 def model_needs(model: nn.Module) -> tuple[int, int]:
-    """(size multiple, minimum side) of the frames a model accepts; optional model attributes."""
-    return int(getattr(model, "size_multiple", 1)), int(getattr(model, "min_size", 1))
+    """(size multiple, minimum side) of the frames a model accepts, from optional model attributes."""
+    return int(getattr(model, "size_multiple", 1)), int(getattr(model, "min_size", DEFAULT_MIN_SIZE))
 
 
 def check_model(model: nn.Module) -> None:
@@ -227,6 +232,11 @@ class ChunkRestorer:
         params = [*self.model.parameters(), *self.model.buffers(), probe]
         peak = measure_peak_bytes(run, params)
         return peak / (side * side)
+
+    def output_frame_bytes(self) -> int:
+        """Bytes of one blended float32 output frame at the native scale (plus its blending weights)."""
+        pixels = self.scale**2 * self.padder.padded_height * self.padder.padded_width
+        return pixels * (3 * 4 + (8 if self.tile else 0))
 
     def choose_tile(self, chunk_len: int, budget_bytes: int) -> int:
         """Tile side for a memory budget: 0 (no tiling) when the whole padded frame fits."""

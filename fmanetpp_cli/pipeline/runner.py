@@ -138,6 +138,16 @@ def plan_parameters(model: nn.Module, options: RestoreOptions) -> tuple[int, int
     return chunk, overlap, pad, overlap >= radius
 
 
+def fit_chunk(chunk: int, overlap: int, frame_bytes: int, budget: int) -> int:
+    """Shrink a default chunk until the float outputs it keeps fit ``budget`` (never below one output).
+
+    At x4 an output frame is 16 times the input's pixels in float32 (a 1080p frame: 400 MB), so the
+    outputs of a chunk, not the model's activations, can dominate memory on large frames.
+    """
+    keep = max(1, budget // max(frame_bytes, 1))
+    return max(2 * overlap + 1, min(chunk, keep + 2 * overlap))
+
+
 class _CompareWriter:
     """Writes ``bicubic | restored`` side by side, for judging a restore at a glance."""
 
@@ -189,7 +199,6 @@ def restore_video(
     device = select_device(opts.device)
     dtype = check_precision(opts.precision, device)
     chunk_len, overlap, pad, exact = plan_parameters(model, opts)
-    planner = ChunkPlanner(chunk=chunk_len, overlap=overlap, pad=pad)
     info = probe(input_path)
     encode = opts.encode if opts.encode is not None else EncodeOptions()
     warnings: list[str] = []
@@ -209,9 +218,12 @@ def restore_video(
         tile=opts.tile or 0,
         tile_overlap=opts.tile_overlap,
     )
+    budget = opts.memory_budget or default_memory_budget(device)
+    if opts.chunk is None:
+        chunk_len = fit_chunk(chunk_len, overlap, restorer.output_frame_bytes(), budget // 2)
+    planner = ChunkPlanner(chunk=chunk_len, overlap=overlap, pad=pad)
     if opts.tile is None:
-        budget = opts.memory_budget or default_memory_budget(device)
-        restorer.tile = restorer.choose_tile(chunk_len, budget)
+        restorer.tile = restorer.choose_tile(chunk_len, budget // 2)
     out_h, out_w = restorer.output_size()
     if opts.scale != restorer.scale:
         # 4:2:0 encoders need even sizes; the native x4 output always has them.
