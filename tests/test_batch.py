@@ -242,3 +242,67 @@ def test_contradicting_options(in_dir: Path, tmp_path: Path) -> None:
 
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The CLI: `fmanetpp restore IN_DIR OUT_DIR`
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from fmanetpp_cli.cli.app import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+        raise SystemExit(0)
+    cap = capsys.readouterr()
+    return int(exc.value.code or 0), cap.out, cap.err
+
+
+@pytest.fixture
+def toy_weights(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Weights resolution and loading replaced by the toy model; records what was resolved."""
+    import fmanetpp_cli.checkpoints as ckpt
+    from fmanetpp_cli.checkpoints import resolve
+
+    seen: list[str] = []
+
+    def fake_resolve(model: str | None, weights: str | None, offline: bool | None = None) -> Path:
+        seen.append(f"{model}|{weights}")
+        return Path("toy.safetensors")
+
+    monkeypatch.setattr(resolve, "resolve_weights", fake_resolve)
+    monkeypatch.setattr(ckpt, "load_model", lambda path, device="cpu": CountingIdentity4())
+    return seen
+
+
+def test_cli_folder_mode_exit_codes_table_and_report(
+    in_dir: Path, tmp_path: Path, toy_weights: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    argv = ["restore", str(in_dir), str(out), "--device", "cpu", "--tile", "off", "--report", str(report)]
+    code, stdout, _ = _run(argv, capsys)
+    assert code == 0
+    assert toy_weights == ["None|None"], "the model is resolved (and loaded) once for the whole folder"
+    assert "3 ok, 0 skipped, 0 failed" in stdout and "sub/deeper/c.mov" in stdout
+    assert json.loads(report.read_text())["exit_code"] == 0
+
+    not_a_video(in_dir, "zz-broken.mp4")
+    code, stdout, _ = _run([*argv, "--skip-existing"], capsys)
+    assert code == 1
+    assert "0 ok, 3 skipped, 1 failed" in stdout and "zz-broken.mp4" in stdout
+    saved = json.loads(report.read_text())
+    assert saved["failed"] == 1 and saved["items"][-1]["status"] == FAILED
+
+
+def test_cli_folder_mode_refuses_before_loading_weights(
+    in_dir: Path, toy_weights: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, stderr = _run(["restore", str(in_dir), str(in_dir / "out")], capsys)
+    assert code == 1 and "input folder" in stderr and len(stderr.strip().splitlines()) == 1
+    assert toy_weights == [] and not (in_dir / "out").exists()
+
+
+def test_cli_folder_flags_need_a_folder(tmp_path: Path, toy_weights: list[str], capsys) -> None:
+    clip = make_clip(tmp_path / "one.mp4", frames=1, width=16, height=16)
+    code, _, stderr = _run(["restore", str(clip), str(tmp_path / "o.mp4"), "--skip-existing"], capsys)
+    assert code == 1 and "only when INPUT is a folder" in stderr
