@@ -24,10 +24,12 @@ MODEL_CONFIGS: dict[str, Any] = {}
 def _register_all() -> None:
     if ARCHITECTURES:
         return
-    from fmanetpp_cli.models import fmanet
+    from fmanetpp_cli.models import fmanet, fmanetpp
 
     ARCHITECTURES["fmanet"] = (fmanet.FMANetConfig, fmanet.FMANet)
     MODEL_CONFIGS.update(fmanet.PRESETS)
+    ARCHITECTURES["fmanetpp"] = (fmanetpp.FMANetPPConfig, fmanetpp.FMANetPP)
+    MODEL_CONFIGS.update(fmanetpp.PRESETS)
 
 
 def list_models() -> list[str]:

@@ -1,0 +1,673 @@
+"""FMA-Net++: sequence-level joint video super-resolution and deblurring under changing exposure.
+
+Reference: "FMA-Net++: Motion- and Exposure-Aware Real-World Joint Video Super-Resolution and Deblurring",
+arXiv 2512.04390 (no official code; this follows our specification ``../shared/docs/fmanetpp-paper.md``).
+Every choice the paper leaves open is a field of :class:`FMANetPPConfig` (documented there and in
+``docs/fmanetpp-design.md``).
+
+Structure (all frames of a sequence are processed at once, time folded into the batch):
+
+- ``ete``: frozen per-frame exposure encoder (:mod:`fmanetpp_cli.models.ete`), ``X_i -> u_i``.
+- ``degradation_learning_network`` (Net_D): per-frame features (conv + RRDB), ``M`` HRBP blocks
+  (:mod:`fmanetpp_cli.models.hrbp`) starting from zero flows and open masks, then two heads: the image
+  flow-masks ``f^Y`` (towards ``i - 1`` and ``i + 1``) and the degradation kernels ``K^D``
+  (``3 x k_d x k_d`` taps per LR pixel over the HR frames ``i - 1, i, i + 1``).
+- Exposure-aware FGDF (training only): the sharp HR frames ``Y_{i +- 1}`` are warped to frame ``i`` with
+  the upsampled ``f^Y`` and, with ``Y_i``, filtered by ``K^D`` with stride 4 into a re-blurred LR frame.
+- ``restoration_network`` (Net_R): features of ``[X_i, F_i^{D,M}]`` (conv + RRDB), ``M`` HRBP blocks with
+  the degradation-aware attention (query from the kernel features), flows initialised with Net_D's, and
+  ``Y_i = Up(F_i^{R,M}) + bilinear_x4(X_i)``.
+
+Temporal receptive field: each HRBP block mixes a frame with ``i +- 1``. Net_D's outputs for frame ``i``
+depend on frames ``i - M .. i + M``; Net_R starts from them and adds ``M`` more blocks, so an output frame
+depends on ``i - 2M .. i + 2M`` (``temporal_radius = 2 * num_blocks``; 8 for the paper's ``M = 4``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from fmanetpp_cli.errors import ConfigError, InputShapeError
+from fmanetpp_cli.models.dynamic_filter import DOWNSAMPLE_EPS
+from fmanetpp_cli.models.ete import ExposureEncoder
+from fmanetpp_cli.models.hrbp import EDGE_MODES, HRBPBlock
+from fmanetpp_cli.models.layers import LAYERNORM_TYPES, RRDB, PixelShuffleBlock
+from fmanetpp_cli.models.warp import flow_mask_warp
+
+MIN_SIZE = 2
+"""Smallest LR height / width the network accepts (the backward warp needs two pixels)."""
+
+UPSAMPLERS = ("pixelshuffle", "light")
+
+
+@dataclass(frozen=True, slots=True)
+class FMANetPPConfig:
+    """Architecture of FMA-Net++. Defaults are the paper-size network (preset ``fmanetpp-paper``).
+
+    Fields the paper gives: ``num_blocks`` (M = 4), ``num_flow`` (n = 9), ``ds_kernel_size`` (k_d = 20),
+    ``scale`` (4), ``num_seq`` (10-frame training clips). Everything else is our choice (see
+    ``docs/fmanetpp-design.md``); FMA-Net (v1) values where the two networks share a part.
+    """
+
+    in_channels: int = 3  # RGB input
+    dim: int = 90  # feature channels C (v1's value; divisible by n = 1, 5, 9 and by the heads)
+    num_blocks: int = 4  # M: HRBP blocks in Net_D and again in Net_R
+    num_flow: int = 9  # n: flow-mask pairs per direction (i - 1 and i + 1)
+    ds_kernel_size: int = 20  # k_d: degradation kernel size over HR pixels (k_d - scale must be even)
+    scale: int = 4  # upscaling factor (the upsampler is built for x4 only)
+    num_seq: int = 10  # frames per training clip (inference takes any T >= 1)
+    num_rdb: int = 12  # RDBs in the RRDB of each feature extractor (v1)
+    growth_rate: int = 18  # RDB growth rate (v1)
+    num_dense_layer: int = 4  # dense layers per RDB (v1)
+    num_transformer_block: int = 2  # multi-attention layers per HRBP block (v1: 2 per FRMA block)
+    num_heads: int = 6  # MDTA heads (v1)
+    ffn_expansion_factor: float = 2.66  # GDFN expansion (v1)
+    layernorm_type: str = "WithBias"  # "WithBias" or "BiasFree" (v1: WithBias)
+    bias: bool = False  # bias in convs / projections (v1: off; RDB fusion convs always have one)
+    block_rdb: bool = True  # an RDB on F_i at the start of each HRBP block (v1 FRMA step 1)
+    fuse_kernel_size: int = 1  # kernel of the fusion conv [F_i, F_{i-1->i}, F_{i+1->i}] -> C (v1 conv_Fw: 1)
+    kernel_query_size: int = 3  # kernel of each Net_R block's conv making its DA query from kernel features
+    kernel_conv_size: int = 3  # kernel of the convs on the 3 k_d^2-channel side of d_conv / kernel_encoder
+    upsampler: str = "pixelshuffle"  # Up(F): "pixelshuffle" (v1's x2, x2 branch) or "light" (x4 shuffle)
+    use_exposure: bool = True  # False = the paper's "w/o ETE" ablation: no ETE, no ETM
+    ete_width: int = 64  # first-stage width of the ResNet-18-shaped ETE (64 = ResNet-18; d_u = 8x)
+    ete_normalize: bool = True  # L2-normalise the exposure embedding
+    etm_hidden: int = 512  # hidden width of each ETM MLP (0 = one linear layer)
+    edge_mode: str = "replicate"  # missing neighbour at a sequence end: "replicate" (own frame) or "mask" (0)
+    init_mask_logit: float = 4.0  # occlusion-mask logit of Net_D's initial flow-masks (sigmoid = 0.982)
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"FMANetPPConfig: {msg}")
+
+        for name in ("in_channels", "dim", "num_blocks", "num_flow", "num_seq", "num_rdb", "growth_rate"):
+            need(
+                isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
+                f"{name} must be an int >= 1",
+            )
+        need(self.in_channels == 3, f"in_channels must be 3 (RGB), got {self.in_channels}")
+        need(
+            self.num_dense_layer >= 1 and self.num_transformer_block >= 1,
+            "need >= 1 dense / attention layers",
+        )
+        need(self.dim % self.num_flow == 0, f"dim {self.dim} must be divisible by num_flow {self.num_flow}")
+        need(self.num_heads >= 1 and self.dim % self.num_heads == 0, f"dim {self.dim} not divisible by heads")
+        need(self.scale == 4, f"scale must be 4 (the upsampler is two x2 pixel shuffles), got {self.scale}")
+        need(
+            self.ds_kernel_size >= self.scale and (self.ds_kernel_size - self.scale) % 2 == 0,
+            f"ds_kernel_size - scale must be even and >= 0, got k_d={self.ds_kernel_size}, s={self.scale}",
+        )
+        need(self.ffn_expansion_factor > 0, "ffn_expansion_factor must be > 0")
+        need(self.layernorm_type in LAYERNORM_TYPES, f"layernorm_type must be one of {LAYERNORM_TYPES}")
+        need(self.edge_mode in EDGE_MODES, f"edge_mode must be one of {EDGE_MODES}, got {self.edge_mode!r}")
+        need(self.upsampler in UPSAMPLERS, f"upsampler must be one of {UPSAMPLERS}, got {self.upsampler!r}")
+        for name in ("fuse_kernel_size", "kernel_query_size", "kernel_conv_size"):
+            need(getattr(self, name) % 2 == 1, f"{name} must be odd")
+        need(self.ete_width >= 8 and self.ete_width % 8 == 0, "ete_width must be a positive multiple of 8")
+        need(self.etm_hidden >= 0, "etm_hidden must be >= 0")
+
+    @property
+    def exposure_dim(self) -> int:
+        """Size ``d_u`` of the exposure embedding (0 without exposure conditioning)."""
+        return 8 * self.ete_width if self.use_exposure else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FMANetPPConfig:
+        """Rebuild from :meth:`to_dict` output.
+
+        Raises:
+            ConfigError: unknown keys or invalid values.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown FMANetPPConfig keys: {', '.join(unknown)}")
+        return cls(**d)
+
+
+def _conv(cin: int, cout: int, k: int = 3, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, padding=k // 2, bias=bias)
+
+
+def _hrbp_blocks(cfg: FMANetPPConfig, *, degradation_aware: bool) -> nn.ModuleList:
+    return nn.ModuleList(
+        [
+            HRBPBlock(
+                dim=cfg.dim,
+                num_flow=cfg.num_flow,
+                growth_rate=cfg.growth_rate,
+                num_dense_layer=cfg.num_dense_layer,
+                num_transformer_block=cfg.num_transformer_block,
+                num_heads=cfg.num_heads,
+                ffn_expansion_factor=cfg.ffn_expansion_factor,
+                layernorm_type=cfg.layernorm_type,
+                bias=cfg.bias,
+                use_rdb=cfg.block_rdb,
+                fuse_kernel_size=cfg.fuse_kernel_size,
+                degradation_aware=degradation_aware,
+                kernel_query_size=cfg.kernel_query_size,
+                exposure_dim=cfg.exposure_dim,
+                etm_hidden=cfg.etm_hidden,
+                edge_mode=cfg.edge_mode,
+            )
+            for _ in range(cfg.num_blocks)
+        ]
+    )
+
+
+class DegradationNet(nn.Module):
+    """Net_D: features, ``M`` HRBP blocks, the image flow-mask head and the degradation-kernel head.
+
+    Heads (not specified by the paper; FMA-Net v1's recipes): ``f_conv`` = conv3x3 ``6n -> 6n``, LeakyReLU,
+    conv3x3 ``6n -> 6``; ``d_conv`` = conv3x3 ``C -> C``, LeakyReLU, conv3x3 ``C -> 3 k_d^2``. The kernel
+    channels are ordered ``(source frame, row, col)`` with sources ``(i - 1, i, i + 1)``; they are logits,
+    normalised by a softmax over all ``3 k_d^2`` taps inside the FGDF.
+
+    Args:
+        config: the architecture.
+    """
+
+    def __init__(self, config: FMANetPPConfig) -> None:
+        super().__init__()
+        c = config
+        self.num_flow = c.num_flow
+        self.init_mask_logit = c.init_mask_logit
+        self.feature_extractor = nn.Sequential(
+            _conv(c.in_channels, c.dim, bias=c.bias),
+            nn.LeakyReLU(0.2, inplace=True),
+            RRDB(
+                dim=c.dim,
+                num_rdb=c.num_rdb,
+                growth_rate=c.growth_rate,
+                num_dense_layer=c.num_dense_layer,
+                bias=c.bias,
+            ),
+        )
+        self.hrbp_blocks = _hrbp_blocks(c, degradation_aware=False)
+        n6 = 6 * c.num_flow
+        self.f_conv = nn.Sequential(
+            _conv(n6, n6, bias=c.bias), nn.LeakyReLU(0.2, inplace=True), _conv(n6, 6, bias=c.bias)
+        )
+        self.d_conv = nn.Sequential(
+            _conv(c.dim, c.dim, bias=c.bias),
+            nn.LeakyReLU(0.2, inplace=True),
+            _conv(c.dim, 3 * c.ds_kernel_size**2, c.kernel_conv_size, bias=c.bias),
+        )
+
+    def initial_flow_mask(self, like: Tensor) -> Tensor:
+        """Zero flows and open masks (logit ``init_mask_logit``) for every frame and direction.
+
+        Shapes:
+            like: ``[N, C, H, W]`` (only its batch, size, dtype and device are used).
+            return: ``[N, 6n, H, W]``.
+        """
+        N, _, H, W = like.shape
+        fm = like.new_zeros(N, 2 * self.num_flow, 3, H, W)
+        fm[:, :, 2] = self.init_mask_logit
+        return fm.view(N, 6 * self.num_flow, H, W)  # [N, 6n, H, W]
+
+    def forward(
+        self, x: Tensor, *, num_frames: int, exposure: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Estimate the degradation of every frame.
+
+        Returns:
+            ``(F^{D,M}, f^{D,M}, f^Y, K^D)``: features, multi-flow-masks, image flow-masks
+            ``(dx, dy, logit)`` towards ``i - 1`` then ``i + 1`` in LR pixels, and kernel logits.
+
+        Shapes:
+            x: ``[B*T, 3, H, W]``.
+            exposure: ``[B*T, d_u]`` or None.
+            return: ``([B*T, C, H, W], [B*T, 6n, H, W], [B*T, 6, H, W], [B*T, 3 k_d^2, H, W])``.
+        """
+        feats = self.feature_extractor(x)  # [B*T, C, H, W]
+        flow_mask = self.initial_flow_mask(feats)  # [B*T, 6n, H, W]
+        for block in self.hrbp_blocks:
+            feats, flow_mask = block(feats, flow_mask, num_frames=num_frames, exposure=exposure)
+        image_flow_mask = self.f_conv(flow_mask)  # [B*T, 6, H, W]
+        kernels = self.d_conv(feats)  # [B*T, 3 k_d^2, H, W]
+        return feats, flow_mask, image_flow_mask, kernels
+
+
+class RestorationNet(nn.Module):
+    """Net_R: features of ``[X_i, F_i^{D,M}]``, ``M`` HRBP blocks with DA attention, and the x4 output.
+
+    The kernel logits ``K^D`` are encoded once per frame by ``kernel_encoder`` (conv3x3 ``3 k_d^2 -> C``,
+    LeakyReLU, conv3x3 ``C -> C``; FMA-Net v1's ``d_conv`` of Net_R, per frame instead of per window); each
+    block turns that into its own DA query ``k_i^j`` with one conv. The upsampler ``Up`` is v1's
+    high-frequency branch: conv3x3 + LeakyReLU, two (conv to 4C, LeakyReLU, pixel shuffle x2), conv3x3 +
+    LeakyReLU, conv3x3 ``C -> 3`` (``upsampler="pixelshuffle"``); or, for CPU presets, conv3x3 + LeakyReLU,
+    conv3x3 ``C -> 3 * 16`` and one x4 pixel shuffle (``"light"``, no convolution at HR size). Its output is
+    added to a bilinear x4 of the input (Eq. 8).
+
+    Args:
+        config: the architecture.
+    """
+
+    def __init__(self, config: FMANetPPConfig) -> None:
+        super().__init__()
+        c = config
+        self.scale = c.scale
+        self.feature_extractor = nn.Sequential(
+            _conv(c.in_channels + c.dim, c.dim, bias=c.bias),
+            nn.LeakyReLU(0.2, inplace=True),
+            RRDB(
+                dim=c.dim,
+                num_rdb=c.num_rdb,
+                growth_rate=c.growth_rate,
+                num_dense_layer=c.num_dense_layer,
+                bias=c.bias,
+            ),
+        )
+        self.kernel_encoder = nn.Sequential(
+            _conv(3 * c.ds_kernel_size**2, c.dim, c.kernel_conv_size, bias=c.bias),
+            nn.LeakyReLU(0.2, inplace=True),
+            _conv(c.dim, c.dim, bias=c.bias),
+        )
+        self.hrbp_blocks = _hrbp_blocks(c, degradation_aware=True)
+        self.res_conv1 = _conv(c.dim, c.dim, bias=c.bias)
+        if c.upsampler == "pixelshuffle":
+            self.upsample: nn.Module = PixelShuffleBlock(channels=c.dim, bias=c.bias)
+            self.res_conv2 = _conv(c.dim, c.in_channels, bias=c.bias)
+        else:
+            self.upsample = nn.Identity()
+            self.res_conv2 = nn.Sequential(
+                _conv(c.dim, c.in_channels * c.scale**2, bias=c.bias), nn.PixelShuffle(c.scale)
+            )
+
+    def forward(
+        self,
+        x: Tensor,
+        degradation_features: Tensor,
+        flow_mask: Tensor,
+        kernels: Tensor,
+        *,
+        num_frames: int,
+        exposure: Tensor | None,
+    ) -> Tensor:
+        """Restore every frame.
+
+        Shapes:
+            x: ``[B*T, 3, H, W]``.
+            degradation_features: ``[B*T, C, H, W]`` (``F^{D,M}``).
+            flow_mask: ``[B*T, 6n, H, W]`` (``f^{D,M}``, the initial flows of Net_R).
+            kernels: ``[B*T, 3 k_d^2, H, W]`` (``K^D`` logits).
+            exposure: ``[B*T, d_u]`` or None.
+            return: ``[B*T, 3, sH, sW]``.
+        """
+        feats = self.feature_extractor(torch.cat((x, degradation_features), dim=1))  # [B*T, C, H, W]
+        kernel_features = self.kernel_encoder(kernels)  # [B*T, C, H, W]
+        for block in self.hrbp_blocks:
+            feats, flow_mask = block(
+                feats, flow_mask, num_frames=num_frames, exposure=exposure, kernel_features=kernel_features
+            )
+        res = F.leaky_relu(self.res_conv1(feats), 0.2)
+        res = self.res_conv2(self.upsample(res))  # [B*T, 3, sH, sW]
+        base = F.interpolate(x, scale_factor=float(self.scale), mode="bilinear", align_corners=False)
+        return res + base  # [B*T, 3, sH, sW]
+
+
+def strided_dynamic_downsample(
+    x: Tensor, kernel_logits: Tensor, *, kernel_size: int, scale: int, coverage: Tensor | None = None
+) -> Tensor:
+    """Dynamic downsampling with stride ``s``, computed over blocks of taps (same result as v1's filter).
+
+    Same definition as :func:`fmanetpp_cli.models.dynamic_filter.dynamic_downsample` (softmax over all
+    ``T k^2`` taps of each LR pixel, replicate padding of ``(k - s) / 2``, optional division by the filtered
+    coverage), which loops over the ``T k^2`` taps one by one: its backward pass allocates and zero-fills an
+    input-sized gradient for every tap (1 200 times for ``k = 20``), which made a training step of even the
+    small preset take seconds. Here the padded HR input is pixel-unshuffled by ``s`` so that tap
+    ``(a s + r1, b s + r2)`` of LR pixel ``(h, w)`` is channel ``(r1, r2)`` at LR position ``(h + a, w + b)``;
+    the sum then runs over ``ceil(k / s)^2`` shifted LR views (25 for ``k = 20``), each contracting
+    ``T s^2`` taps at once.
+
+    Shapes:
+        x: ``[N, C, T, sH, sW]``.
+        kernel_logits: ``[N, k*k, T, H, W]`` (channel ``i*k + j`` = tap row ``i``, column ``j``).
+        coverage: ``[N, 1 or C, T, sH, sW]``.
+        return: ``[N, C, H, W]``.
+    """
+    k, s = kernel_size, scale
+    N, C, T, sH, sW = x.shape
+    _, KK, _, H, W = kernel_logits.shape
+    if k * k != KK or (sH, sW) != (s * H, s * W) or (k - s) % 2 or k < s:
+        raise InputShapeError(
+            f"dynamic downsampling: kernels {tuple(kernel_logits.shape)} (k={k}, s={s}) "
+            f"do not fit the input {tuple(x.shape)}"
+        )
+    if coverage is not None:
+        x = torch.cat((x, coverage), dim=1)  # [N, C + c, T, sH, sW]
+    Cx = x.shape[1]
+    A = -(-k // s)  # LR offsets per axis
+    pad = (k - s) // 2
+    extra = s * (A - 1) - pad  # right / bottom padding so that both sizes are s * (H - 1 + A)
+    padded = F.pad(x.reshape(N, Cx * T, sH, sW), (pad, extra, pad, extra), mode="replicate")
+    blocks = F.pixel_unshuffle(padded, s).view(
+        N, Cx, T, s, s, H - 1 + A, W - 1 + A
+    )  # [N, Cx, T, s, s, H', W']
+    weights = torch.softmax(kernel_logits.reshape(N, KK * T, H, W), dim=1).view(N, k, k, T, H, W)
+    weights = F.pad(weights, (0, 0, 0, 0, 0, 0, 0, A * s - k, 0, A * s - k))  # [N, A s, A s, T, H, W]
+    weights = rearrange(weights, "n (a r1) (b r2) t h w -> n a b t r1 r2 h w", r1=s, r2=s)
+    acc = x.new_zeros(N, Cx, H, W)
+    for a in range(A):
+        for b in range(A):
+            view = blocks[..., a : a + H, b : b + W]  # [N, Cx, T, s, s, H, W]
+            acc = acc + (view * weights[:, a, b].unsqueeze(1)).sum(dim=(2, 3, 4))  # [N, Cx, H, W]
+    if coverage is None:
+        return acc
+    return acc[:, :C] / (acc[:, C:] + DOWNSAMPLE_EPS)
+
+
+def exposure_aware_fgdf(
+    hr: Tensor,
+    image_flow_mask: Tensor,
+    kernels: Tensor,
+    *,
+    num_frames: int,
+    kernel_size: int,
+    scale: int,
+    edge_mode: str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Re-blur sharp HR frames into LR frames with Net_D's flows and kernels (Eqs. 6-7).
+
+    ``X_i = sum_{t in (i-1, i, i+1)} sum_k K_i(t, k) * Y_{t->i}(s p + p_k)`` with ``Y_{i->i} = Y_i`` and
+    ``Y_{i+-1 -> i}`` the occlusion-masked backward warp of ``Y_{i+-1}`` by ``f^Y`` (upsampled x s). The
+    kernels are softmax-normalised over all ``3 k_d^2`` taps and the result is divided by the same filter
+    applied to the warped coverage (FMA-Net v1). A missing neighbour at a sequence end is ``Y_i`` with full
+    coverage (``edge_mode="replicate"``) or zero with zero coverage (``"mask"``).
+
+    Returns:
+        ``(recon, warped_from_prev, warped_from_next)``.
+
+    Shapes:
+        hr: ``[B*T, 3, sH, sW]``.
+        image_flow_mask: ``[B*T, 6, H, W]``.
+        kernels: ``[B*T, 3 k_d^2, H, W]`` (logits).
+        return: ``([B*T, 3, H, W], [B*T, 3, sH, sW], [B*T, 3, sH, sW])``.
+    """
+    N, C, sH, sW = hr.shape
+    T = num_frames
+    B = N // T
+    _, _, H, W = kernels.shape
+    y = hr.view(B, T, C, sH, sW)
+    fm = image_flow_mask.view(B, T, 6, H, W)
+    if edge_mode == "replicate":
+        edge, edge_cov = y, y.new_ones(B, T, 1, sH, sW)
+    else:
+        edge, edge_cov = torch.zeros_like(y), y.new_zeros(B, T, 1, sH, sW)
+    prev, prev_cov, nxt, nxt_cov = edge, edge_cov, edge, edge_cov
+    if T > 1:
+        M = B * (T - 1)
+        wp, cp = flow_mask_warp(
+            y[:, :-1].reshape(M, C, sH, sW),
+            fm[:, 1:, :3].reshape(M, 3, H, W),
+            scale=scale,
+            with_coverage=True,
+        )
+        wn, cn = flow_mask_warp(
+            y[:, 1:].reshape(M, C, sH, sW),
+            fm[:, :-1, 3:].reshape(M, 3, H, W),
+            scale=scale,
+            with_coverage=True,
+        )
+        assert cp is not None and cn is not None
+        prev = torch.cat((edge[:, :1], wp.view(B, T - 1, C, sH, sW)), dim=1)  # [B, T, 3, sH, sW]
+        prev_cov = torch.cat((edge_cov[:, :1], cp.view(B, T - 1, 1, sH, sW)), dim=1)  # [B, T, 1, sH, sW]
+        nxt = torch.cat((wn.view(B, T - 1, C, sH, sW), edge[:, -1:]), dim=1)  # [B, T, 3, sH, sW]
+        nxt_cov = torch.cat((cn.view(B, T - 1, 1, sH, sW), edge_cov[:, -1:]), dim=1)  # [B, T, 1, sH, sW]
+    window = torch.stack((prev, y, nxt), dim=3).view(N, C, 3, sH, sW)  # [B*T, 3, 3 src, sH, sW]
+    cov = torch.stack((prev_cov, torch.ones_like(prev_cov), nxt_cov), dim=3).view(N, 1, 3, sH, sW)
+    k2 = kernel_size * kernel_size
+    taps = rearrange(kernels, "n (t kk) h w -> n kk t h w", t=3, kk=k2)  # [B*T, k_d^2, 3, H, W]
+    recon = strided_dynamic_downsample(window, taps, kernel_size=kernel_size, scale=scale, coverage=cov)
+    return recon, prev.reshape(N, C, sH, sW), nxt.reshape(N, C, sH, sW)
+
+
+class FMANetPP(nn.Module):
+    """FMA-Net++ (arXiv 2512.04390): T blurry LR frames in, T sharp x4 frames out.
+
+    Attributes:
+        config: the architecture.
+        scale: 4.
+        temporal_mode: ``"sequence"`` (every input frame gets an output frame).
+        num_seq: training clip length (any ``T >= 1`` works at inference).
+        temporal_radius: ``2 * num_blocks``; an output frame depends on input frames within this distance.
+            A chunk of frames with at least this many frames of context on each side of a frame gives
+            that frame exactly as a pass over the whole clip does (the sequence-end rule only acts at
+            the first and last frame of the tensor passed in).
+        channel_order: ``"RGB"``.
+        ete: the frozen exposure encoder (``None`` when ``use_exposure`` is off). Its parameters have
+            ``requires_grad=False``; the ETE pre-training stage turns them on and trains
+            ``model.ete`` alone (``[N, 3, H, W] -> [N, d_u]``).
+
+    Spatial size: any ``H, W >= 2`` (no multiple required). The MDTA attention is global over each
+    frame, so spatial tiles do not reproduce a whole-frame pass exactly.
+
+    Args:
+        config: the architecture (see :data:`PRESETS`).
+    """
+
+    temporal_mode = "sequence"
+
+    def __init__(self, config: FMANetPPConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.scale = config.scale
+        self.num_seq = config.num_seq
+        self.temporal_radius = 2 * config.num_blocks
+        self.channel_order = "RGB"
+        self.ete: ExposureEncoder | None = None
+        if config.use_exposure:
+            self.ete = ExposureEncoder(width=config.ete_width, normalize=config.ete_normalize)
+            self.ete.requires_grad_(False)
+        self.degradation_learning_network = DegradationNet(config)
+        self.restoration_network = RestorationNet(config)
+
+    def _check_input(self, x: Tensor, y: Tensor | None, exposure: Tensor | None) -> None:
+        if x.ndim != 5 or x.shape[1] != 3:
+            raise InputShapeError(f"FMA-Net++ expects x of shape [B, 3, T, H, W], got {tuple(x.shape)}")
+        B, _, T, H, W = x.shape
+        if T < 1 or min(H, W) < MIN_SIZE:
+            raise InputShapeError(f"FMA-Net++ needs T >= 1 and H, W >= {MIN_SIZE}, got x {tuple(x.shape)}")
+        s = self.scale
+        if y is not None and tuple(y.shape) != (B, 3, T, s * H, s * W):
+            raise InputShapeError(
+                f"y must be [B, 3, T, {s}H, {s}W] = {(B, 3, T, s * H, s * W)}, got {tuple(y.shape)}"
+            )
+        d = self.config.exposure_dim
+        if exposure is not None and d and tuple(exposure.shape) != (B, T, d):
+            raise InputShapeError(f"exposure must be [B, T, d_u] = {(B, T, d)}, got {tuple(exposure.shape)}")
+
+    def embed_exposure(self, x: Tensor) -> Tensor:
+        """Exposure embeddings of every frame from the ETE (no gradient while the ETE is frozen).
+
+        Raises:
+            ConfigError: the network was built without exposure conditioning.
+
+        Shapes:
+            x: ``[B, 3, T, H, W]``.
+            return: ``[B, T, d_u]``.
+        """
+        if self.ete is None:
+            raise ConfigError("this FMA-Net++ was built with use_exposure=False (no ETE)")
+        B, _, T, _, _ = x.shape
+        frames = rearrange(x, "b c t h w -> (b t) c h w")  # [B*T, 3, H, W]
+        if any(p.requires_grad for p in self.ete.parameters()):
+            u = self.ete(frames)
+        else:
+            with torch.no_grad():
+                u = self.ete(frames)
+        return u.view(B, T, -1)  # [B, T, d_u]
+
+    def _exposure(self, x: Tensor, exposure: Tensor | None) -> Tensor | None:
+        if not self.config.use_exposure:
+            return None
+        return self.embed_exposure(x) if exposure is None else exposure
+
+    def forward_degradation(self, x: Tensor, y: Tensor, exposure: Tensor | None = None) -> dict[str, Tensor]:
+        """Net_D alone with the re-blurring (the paper's stage-2 training); Net_R is not run.
+
+        Args and returned keys: as :meth:`forward` with ``y``, without ``output``.
+        """
+        self._check_input(x, y, exposure)
+        B, _, T, H, W = x.shape
+        u = self._exposure(x, exposure)
+        out = self._degradation_outputs(x, y, u)
+        return {k: v for k, v in out.items() if not k.startswith("_")}
+
+    def _degradation_outputs(self, x: Tensor, y: Tensor | None, u: Tensor | None) -> dict[str, Tensor]:
+        B, _, T, H, W = x.shape
+        frames = rearrange(x, "b c t h w -> (b t) c h w")  # [B*T, 3, H, W]
+        u_flat = None if u is None else u.reshape(B * T, -1)  # [B*T, d_u]
+        feats, flow_mask, image_fm, kernels = self.degradation_learning_network(
+            frames, num_frames=T, exposure=u_flat
+        )
+        out: dict[str, Tensor] = {
+            "_frames": frames,
+            "_feats": feats,
+            "_flow_mask": flow_mask,
+            "_kernels": kernels,
+        }
+        if u is not None:
+            out["exposure"] = u
+        if y is None:
+            return out
+        cfg = self.config
+        recon, from_prev, from_next = exposure_aware_fgdf(
+            rearrange(y, "b c t h w -> (b t) c h w"),
+            image_fm,
+            kernels,
+            num_frames=T,
+            kernel_size=cfg.ds_kernel_size,
+            scale=cfg.scale,
+            edge_mode=cfg.edge_mode,
+        )
+
+        def unfold(t: Tensor) -> Tensor:
+            return rearrange(t, "(b t) c h w -> b c t h w", t=T)  # [B, c, T, h, w]
+
+        out["recon"] = unfold(recon)
+        out["hr_warp_prev"] = unfold(from_prev)
+        out["hr_warp_next"] = unfold(from_next)
+        out["image_flow_prev"] = unfold(image_fm[:, 0:2])
+        out["image_flow_next"] = unfold(image_fm[:, 3:5])
+        out["image_mask_prev"] = unfold(torch.sigmoid(image_fm[:, 2:3]))
+        out["image_mask_next"] = unfold(torch.sigmoid(image_fm[:, 5:6]))
+        out["kernels"] = unfold(kernels)
+        return out
+
+    def forward(
+        self, x: Tensor, y: Tensor | None = None, exposure: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Restore a sequence (and, with ``y``, produce what the training losses need).
+
+        Args:
+            x: blurry LR frames, float in ``[0, 1]``, RGB.
+            y: sharp HR frames (training); enables the re-blurring branch.
+            exposure: per-frame exposure embeddings to use instead of the ETE's (ignored when the
+                network has no exposure conditioning).
+
+        Returns:
+            A dict. Always:
+
+            - ``output`` ``[B, 3, T, 4H, 4W]``: restored frames (not clamped).
+            - ``exposure`` ``[B, T, d_u]``: the embeddings used (only with exposure conditioning).
+
+            With ``y`` also (``i`` = frame index; at ``i = 0`` / ``T - 1`` the missing neighbour
+            follows ``edge_mode``: a copy of ``Y_i`` for "replicate", zeros for "mask"; losses may skip
+            those two entries):
+
+            - ``recon`` ``[B, 3, T, H, W]``: ``y`` re-blurred into LR by the exposure-aware FGDF (Eq. 6).
+            - ``hr_warp_prev`` / ``hr_warp_next`` ``[B, 3, T, 4H, 4W]``: ``Y_{i-1}`` / ``Y_{i+1}`` warped
+              to frame ``i`` by ``f^Y`` and multiplied by its occlusion mask (the L_D warping term).
+            - ``image_flow_prev`` / ``image_flow_next`` ``[B, 2, T, H, W]``: ``f^Y`` from frame ``i``
+              towards ``i - 1`` / ``i + 1`` in LR pixels, ``(dx, dy)``, backward-warp convention
+              ``Y_{i+-1 -> i}(p) = Y_{i+-1}(p + flow(p))`` (the RAFT-supervised term).
+            - ``image_mask_prev`` / ``image_mask_next`` ``[B, 1, T, H, W]``: their occlusion masks in (0, 1).
+            - ``kernels`` ``[B, 3 k_d^2, T, H, W]``: degradation-kernel logits ``K^D``, channels
+              ``(source i-1 / i / i+1, row, col)``; softmax over the ``3 k_d^2`` channels gives the taps.
+
+        Raises:
+            InputShapeError: ``x``, ``y`` or ``exposure`` of the wrong shape.
+
+        Shapes:
+            x: ``[B, 3, T, H, W]``, ``T >= 1``, ``H, W >= 2``.
+            y: ``[B, 3, T, 4H, 4W]``.
+            exposure: ``[B, T, d_u]``.
+            output: ``[B, 3, T, 4H, 4W]``.
+        """
+        self._check_input(x, y, exposure)
+        T = x.shape[2]
+        u = self._exposure(x, exposure)
+        out = self._degradation_outputs(x, y, u)
+        restored = self.restoration_network(
+            out.pop("_frames"),
+            out.pop("_feats"),
+            out.pop("_flow_mask"),
+            out.pop("_kernels"),
+            num_frames=T,
+            exposure=None if u is None else u.reshape(-1, u.shape[-1]),
+        )
+        out["output"] = rearrange(restored, "(b t) c h w -> b c t h w", t=T)  # [B, 3, T, 4H, 4W]
+        return out
+
+
+_PAPER = FMANetPPConfig()
+
+PRESETS: dict[str, FMANetPPConfig] = {
+    # The paper's network (C, heads, FFN, RRDB depth as FMA-Net v1; see docs/fmanetpp-design.md).
+    "fmanetpp-paper": _PAPER,
+    # Table 8's M = 1 and M = 2 ablations.
+    "fmanetpp-paper-m1": dataclasses.replace(_PAPER, num_blocks=1),
+    "fmanetpp-paper-m2": dataclasses.replace(_PAPER, num_blocks=2),
+    # The CPU model the training stage ships: every mechanism, C = 24, M = 2, n = 3, k_d = 8, slim ETE; the
+    # costly parts of the paper network at this width (HR-size upsampling convs, 3x3 convs on the
+    # 3 k_d^2 kernel channels, per-block RDBs) are replaced by cheaper equivalents.
+    "fmanetpp-small": FMANetPPConfig(
+        dim=24,
+        num_blocks=2,
+        num_flow=3,
+        ds_kernel_size=8,
+        num_rdb=1,
+        growth_rate=12,
+        num_dense_layer=2,
+        num_transformer_block=1,
+        num_heads=2,
+        ffn_expansion_factor=2.0,
+        block_rdb=False,
+        kernel_query_size=1,
+        kernel_conv_size=1,
+        upsampler="light",
+        num_seq=6,
+        ete_width=8,
+        etm_hidden=64,
+    ),
+    # For tests: the smallest network that still has every part.
+    "fmanetpp-tiny": FMANetPPConfig(
+        dim=12,
+        num_blocks=1,
+        num_flow=2,
+        ds_kernel_size=6,
+        num_rdb=1,
+        growth_rate=4,
+        num_dense_layer=1,
+        num_transformer_block=1,
+        num_heads=2,
+        ffn_expansion_factor=1.5,
+        num_seq=5,
+        ete_width=8,
+        etm_hidden=16,
+    ),
+}
