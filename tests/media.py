@@ -214,8 +214,8 @@ def tenbit_clip(folder: Path, name: str = "10bit.mp4", codec: str = "libx264") -
 
 
 def odd_size_clip(folder: Path, name: str = "odd.mkv") -> Path:
-    """An odd frame size (33x17): 4:2:0 cannot hold it, so H.264 4:4:4 in Matroska."""
-    return make_clip(folder / name, width=33, height=17, pix_fmt="yuv444p", frames=6)
+    """An odd frame size (33x17) in 4:2:0, which FFV1 allows (H.264 does not), in Matroska."""
+    return make_clip(folder / name, width=33, height=17, codec="ffv1", pix_fmt="yuv420p", frames=6)
 
 
 def single_frame_clip(folder: Path, name: str = "single.mp4") -> Path:

@@ -280,7 +280,8 @@ def test_writer_odd_size_and_single_frame(tmp_path: Path) -> None:
     _, result = passthrough(media.odd_size_clip(tmp_path), tmp_path / "odd_out.mp4")
     info = probe(tmp_path / "odd_out.mp4")
     assert (info.width, info.height, info.frame_count) == (33, 17, 6)
-    assert result.pix_fmt == "yuv444p"  # 4:2:0 cannot hold an odd size
+    assert probe(media.odd_size_clip(tmp_path)).pix_fmt == "yuv420p"
+    assert result.pix_fmt == "yuv444p"  # x264's 4:2:0 needs even sizes: full chroma instead
     _, result = passthrough(media.single_frame_clip(tmp_path), tmp_path / "one.mp4")
     assert result.frames == 1 and probe(tmp_path / "one.mp4").frame_count == 1
     assert probe(tmp_path / "one.mp4").duration == pytest.approx(0.04, abs=1e-3)
@@ -331,6 +332,31 @@ def test_writer_time_range_starts_at_zero_and_cuts_audio(tmp_path: Path) -> None
     source_audio = {d for d, _, _ in packets(src, "audio")}
     assert all(d in source_audio for d, _, _ in audio)  # copied, not re-encoded
     assert 0.35 < sum(d for _, _, d in audio) <= 0.42
+
+
+def test_writer_webm_transcodes_aac_with_warning(tmp_path: Path) -> None:
+    src = media.cfr_clip(tmp_path)
+    out = tmp_path / "out.webm"
+    _, result = passthrough(src, out, options=EncodeOptions(codec="libvpx-vp9", crf=40))
+    assert (result.audio_copied, result.audio_transcoded) == (0, 1)
+    assert len(result.warnings) == 1 and "transcoded to libopus" in result.warnings[0]
+    info = probe(out)
+    assert info.codec == "vp9" and [a.codec for a in info.audio] == ["opus"]
+    with av.open(str(out)) as c:
+        audio_seconds = sum(float(p.duration * p.time_base) for p in c.demux(audio=0) if p.size)
+    assert audio_seconds == pytest.approx(0.4, abs=0.03)
+
+
+def test_writer_nvenc_without_gpu_fails_clearly(tmp_path: Path) -> None:
+    src = media.single_frame_clip(tmp_path)
+    try:
+        writer = VideoWriter(tmp_path / "gpu.mp4", source=src, options=EncodeOptions(codec="h264_nvenc"))
+    except VideoWriteError as e:
+        assert "h264_nvenc" in str(e) and "NVIDIA" in str(e)
+        assert leftovers(tmp_path) == []
+        return
+    writer.abort()
+    pytest.skip("an NVENC encoder started on this machine")
 
 
 # -- writer: safety ----------------------------------------------------------------------------------

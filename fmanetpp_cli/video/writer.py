@@ -226,6 +226,26 @@ def choose_pix_fmt(codec: str, source_pix_fmt: str, requested: str | None = None
     return supported[0]
 
 
+def _full_chroma_for_odd_size(codec: str, pix_fmt: str, width: int, height: int) -> str:
+    """A pixel format without chroma subsampling when the frame size is odd (4:2:0 needs even sizes).
+
+    Raises:
+        ConfigError: the codec offers no such format at this bit depth.
+    """
+    chroma = _chroma_of(pix_fmt)
+    if chroma == "444" or (chroma == "422" and width % 2 == 0):  # 4:2:2 halves only the width
+        return pix_fmt
+    depth = bit_depth_of(pix_fmt)
+    wanted = "yuv444p" if depth == 8 else f"yuv444p{depth}le"
+    supported = [f.name for f in (av.codec.Codec(codec, "w").video_formats or [])]
+    if wanted in supported:
+        return wanted
+    raise ConfigError(
+        f"{codec} cannot encode an odd frame size ({width}x{height}): it has no {wanted}; "
+        "use libx264, libx265 or ffv1"
+    )
+
+
 def _same_file(a: Path, b: Path) -> bool:
     if a.resolve() == b.resolve():
         return True
@@ -350,8 +370,9 @@ class VideoWriter:
                 f"{info.bit_depth}-bit source encoded as {self.pix_fmt} "
                 f"({opts.codec} offers no deeper format)"
             )
-        self._high = info.high_bit_depth if info is not None else False
         enc_w, enc_h = (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
+        if (enc_w % 2 or enc_h % 2) and opts.pix_fmt is None:
+            self.pix_fmt = _full_chroma_for_odd_size(opts.codec, self.pix_fmt, enc_w, enc_h)
         try:
             stream = out.add_stream(opts.codec, rate=self.fps)
         except (ValueError, av.error.FFmpegError) as e:
@@ -372,6 +393,15 @@ class VideoWriter:
             ctx.color_trc = info.color_trc
             ctx.colorspace = info.colorspace
         ctx.options = self._codec_options()
+        try:
+            # Open now, so a missing GPU (NVENC) or a size the encoder refuses fails before any work.
+            ctx.open()
+        except (av.error.FFmpegError, ValueError) as e:
+            hint = " (NVENC needs an NVIDIA GPU and driver)" if opts.codec.endswith("_nvenc") else ""
+            raise VideoWriteError(
+                f"{self.output}: the {opts.codec} encoder cannot start at {enc_w}x{enc_h} {self.pix_fmt}"
+                f"{hint} ({e})"
+            ) from e
         if info is not None and opts.copy_metadata:
             stream.metadata.update(_clean_metadata(info.stream_metadata))
         self._stream = stream
