@@ -145,9 +145,9 @@ def _globals_of_one_pickle(stream: io.BytesIO) -> Iterator[str]:
             yield f"{module}.{name}"
             pushed.append(None)
         elif op == "STACK_GLOBAL":
-            module, name = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
-            if isinstance(module, str) and isinstance(name, str):
-                yield f"{module}.{name}"
+            mod_s, name_s = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
+            if isinstance(mod_s, str) and isinstance(name_s, str):
+                yield f"{mod_s}.{name_s}"
             else:
                 yield "<unresolved STACK_GLOBAL>"
             pushed.append(None)
@@ -157,11 +157,11 @@ def _globals_of_one_pickle(stream: io.BytesIO) -> Iterator[str]:
         elif op in _STRING_OPS:
             pushed.append(arg.decode("latin-1") if isinstance(arg, bytes) else str(arg))
         elif op in _PUT_OPS:
-            memo[int(arg)] = pushed[-1] if pushed else None
+            memo[int(arg or 0)] = pushed[-1] if pushed else None
         elif op == "MEMOIZE":
             memo[len(memo)] = pushed[-1] if pushed else None
         elif op in _GET_OPS:
-            pushed.append(memo.get(int(arg)))
+            pushed.append(memo.get(int(arg or 0)))
         elif op not in _NO_PUSH_OPS:
             pushed.append(None)
 

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -113,7 +113,7 @@ def save_model(
     arch = arch_of(model)
     meta = build_metadata(
         arch,
-        model.config.to_dict(),
+        cast(Any, model).config.to_dict(),  # every network of ours carries its config
         channel_order=channel_order,
         source_sha256=source_sha256,
         extra=metadata,
@@ -244,5 +244,5 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{p}: corrupt safetensors file ({e})") from e
     load_state_dict_strict(model, state_dict, source=str(p))
-    model.channel_order = _file_channel_order(p, meta)
+    cast(Any, model).channel_order = _file_channel_order(p, meta)
     return model.to(torch.device(device)).eval()
