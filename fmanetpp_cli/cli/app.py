@@ -25,6 +25,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fmanetpp_cli.cli.models",
     "fmanetpp_cli.cli.download",
     "fmanetpp_cli.cli.push",
+    "fmanetpp_cli.cli.degrade",
+    "fmanetpp_cli.cli.evaluate",
+    "fmanetpp_cli.cli.train",
 )
 
 app = typer.Typer(
