@@ -8,7 +8,9 @@ a recorder so that failure cases take milliseconds; the server's request budget 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -253,3 +255,88 @@ def test_repo_id_with_several_weights_needs_a_filename(fake_hub: FakeHub) -> Non
     assert resolve.resolve_weights(REPO, filename="b.safetensors").read_bytes() == _payload(62)
     fake_hub.commit(REPO, {"model.safetensors": _payload(63)})
     assert resolve.resolve_weights(REPO).name == "model.safetensors"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The commands: fmanetpp download / models / weights push, against the same fake Hub
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from fmanetpp_cli.cli.app import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+        raise SystemExit(0)
+    cap = capsys.readouterr()
+    return int(exc.value.code or 0), cap.out, cap.err
+
+
+def test_download_command_online_offline_and_checksum(
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _payload(70)
+    commit = fake_hub.commit(REPO, {FILE: data})
+    code, out, _ = _run(["download", REPO, "--sha256", _sha(data)], capsys)
+    assert code == 0 and Path(out.strip()).read_bytes() == data
+    code, out, _ = _run(["download", REPO, "--revision", commit, "--filename", FILE], capsys)
+    assert code == 0 and Path(out.strip()).read_bytes() == data
+    fake_hub.stop()
+    for revision in ("main", commit):  # a branch is remembered in refs/, a commit is its own snapshot
+        code, out2, _ = _run(["download", REPO, "--revision", revision, "--offline", "--json"], capsys)
+        assert code == 0 and json.loads(out2)["sha256"] == _sha(data)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = _run(["download", REPO, "--filename", "other.safetensors"], capsys)
+    assert code == 1 and "offline" in err and len(err.strip().splitlines()) == 1
+
+
+def test_download_command_refuses_a_wrong_checksum(
+    fake_hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_hub.commit(REPO, {FILE: _payload(71)})
+    code, out, err = _run(["download", REPO, "--sha256", "0" * 64], capsys)
+    assert code == 1 and out == ""
+    assert "sha256" in err and "not used" in err and len(err.strip().splitlines()) == 1
+    assert _cache_files(tmp_path) == []
+
+
+def test_push_round_trip_with_model_card(
+    fake_hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_zoo import write_weights
+
+    from fmanetpp_cli.checkpoints import catalog
+
+    fake_hub.token = "hf_fake_token_for_tests"
+    weights = write_weights(
+        tmp_path / "trained.safetensors", license="MIT", training=json.dumps({"clips": ["bikes"]})
+    )
+    code, out, _ = _run(
+        ["weights", "push", str(weights), "me/fmanetpp-mine", "--metrics", '{"PSNR": 27.5}', "--json"], capsys
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert result["sha256"] == _sha(weights.read_bytes()) and re.fullmatch(
+        r"[0-9a-f]{40}", result["revision"]
+    )
+    card = fake_hub.file_at("me/fmanetpp-mine", "main", "README.md").decode()
+    assert card.startswith("---\nlicense: mit\n")
+    for needle in ("fmanetpp", result["sha256"], "bikes", "PSNR", "27.5", '"dim": 8', "RGB"):
+        assert needle in card, needle
+    # What was pushed downloads back, pinned, byte for byte, and is listed as downloaded.
+    path = resolve.resolve_weights("me/fmanetpp-mine", revision=result["revision"], sha256=result["sha256"])
+    assert path.read_bytes() == weights.read_bytes()
+    rows = {r.name: r for r in catalog.list_models()}
+    assert rows["me/fmanetpp-mine"].kind == "hub-cache" and rows["me/fmanetpp-mine"].available
+
+
+def test_push_without_write_access_is_one_clear_error(
+    fake_hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_zoo import write_weights
+
+    fake_hub.token = "the-real-token"  # ours (HF_TOKEN) is not it
+    weights = write_weights(tmp_path / "w.safetensors")
+    code, _, err = _run(["weights", "push", str(weights), "me/repo"], capsys)
+    assert code == 1 and "HTTP 401" in err and "me/repo" in err
+    code, _, err = _run(["weights", "push", str(tmp_path / "missing.safetensors"), "me/repo"], capsys)
+    assert code == 1 and "missing.safetensors" in err
