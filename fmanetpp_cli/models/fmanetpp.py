@@ -161,8 +161,9 @@ def _hrbp_blocks(cfg: FMANetPPConfig, *, degradation_aware: bool) -> nn.ModuleLi
                 exposure_dim=cfg.exposure_dim,
                 etm_hidden=cfg.etm_hidden,
                 edge_mode=cfg.edge_mode,
+                update_flow=not (degradation_aware and j == cfg.num_blocks - 1),
             )
-            for _ in range(cfg.num_blocks)
+            for j in range(cfg.num_blocks)
         ]
     )
 
@@ -468,6 +469,7 @@ class FMANetPP(nn.Module):
         self.num_seq = config.num_seq
         self.temporal_radius = 2 * config.num_blocks
         self.channel_order = "RGB"
+        self.size_multiple = 1  # any H, W >= MIN_SIZE (read by the pipeline's padder)
         self.ete: ExposureEncoder | None = None
         if config.use_exposure:
             self.ete = ExposureEncoder(width=config.ete_width, normalize=config.ete_normalize)

@@ -153,6 +153,8 @@ class HRBPBlock(nn.Module):
         exposure_dim: embedding size ``d_u``; 0 disables the ETM (the paper's "w/o ETE").
         etm_hidden: hidden width of the ETM MLP.
         edge_mode: ``"replicate"`` or ``"mask"`` (sequence-end rule).
+        update_flow: build the flow-update conv; Net_R's last block has none, because nothing reads the
+            flows it would produce (the conv would be a parameter that never gets a gradient).
     """
 
     def __init__(
@@ -174,6 +176,7 @@ class HRBPBlock(nn.Module):
         exposure_dim: int,
         etm_hidden: int,
         edge_mode: str,
+        update_flow: bool = True,
     ) -> None:
         super().__init__()
         if edge_mode not in EDGE_MODES:
@@ -187,11 +190,13 @@ class HRBPBlock(nn.Module):
         )
         self.conv_fuse = nn.Conv2d(3 * dim, dim, fuse_kernel_size, padding=fuse_kernel_size // 2, bias=bias)
         n6 = 6 * num_flow
-        self.conv_f = nn.Sequential(
-            nn.Conv2d(n6 + dim, n6, 3, padding=1, bias=bias),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(n6, n6, 3, padding=1, bias=bias),
-        )
+        self.conv_f: nn.Sequential | None = None
+        if update_flow:
+            self.conv_f = nn.Sequential(
+                nn.Conv2d(n6 + dim, n6, 3, padding=1, bias=bias),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.Conv2d(n6, n6, 3, padding=1, bias=bias),
+            )
         self.conv_kd = (
             nn.Conv2d(dim, dim, kernel_query_size, padding=kernel_query_size // 2, bias=bias)
             if degradation_aware
@@ -251,7 +256,8 @@ class HRBPBlock(nn.Module):
             features, flow_mask, num_frames=num_frames, num_flow=self.num_flow, edge_mode=self.edge_mode
         )
         fused = self.conv_fuse(torch.cat((features, from_prev, from_next), dim=1))  # [B*T, C, H, W]
-        flow_mask = flow_mask + self.conv_f(torch.cat((flow_mask, fused), dim=1))  # [B*T, 6n, H, W]
+        if self.conv_f is not None:
+            flow_mask = flow_mask + self.conv_f(torch.cat((flow_mask, fused), dim=1))  # [B*T, 6n, H, W]
         query = None
         if self.conv_kd is not None:
             if kernel_features is None:
