@@ -225,19 +225,18 @@ def fetch(
                 "(--offline or HF_HUB_OFFLINE=1)"
             ) from e
     else:
-        path = None
+        hit: Path | None = None
         if prefer_cache and not force_download:
             with contextlib.suppress(WeightsNotFoundError, HubError):
-                path = _download(repo_id, filename, revision=revision, cache_dir=cache, local_files_only=True)
-        if path is None:
-            path = _download(
-                repo_id,
-                filename,
-                revision=revision,
-                cache_dir=cache,
-                local_files_only=False,
-                force=force_download,
-            )
+                hit = _download(repo_id, filename, revision=revision, cache_dir=cache, local_files_only=True)
+        path = hit or _download(
+            repo_id,
+            filename,
+            revision=revision,
+            cache_dir=cache,
+            local_files_only=False,
+            force=force_download,
+        )
     if sha256 is not None:
         verify_sha256(path, sha256, what=what, evict_on_mismatch=True)
     return path
