@@ -387,3 +387,44 @@ def test_scene_detector_ignores_slow_fade() -> None:
     det = SceneCutDetector()
     fade = [(base * (1 - 0.05 * i)).astype(np.uint8) for i in range(12)]
     assert not any(det.is_cut(f) for f in fade)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The real architectures (tiny presets, random weights)
+
+
+def _preset(name: str) -> nn.Module:
+    from fmanetpp_cli.models import create_model, list_models
+
+    if name not in list_models():
+        pytest.skip(f"model preset {name} not available yet")
+    torch.manual_seed(0)
+    return create_model(name).eval()
+
+
+def test_fmanet_v1_chunks_equal_one_window_at_a_time() -> None:
+    model = _preset("fmanet-small-a")
+    frames = _clip(5, h=12, w=12, seed=3)
+    restorer = ChunkRestorer(model, height=12, width=12, device=torch.device("cpu"))
+    half = model.num_seq // 2
+    stitched = _stitch(restorer, frames, plan_chunks(5, chunk=4, overlap=half, pad=half))
+    padded = [frames[0]] * half + frames + [frames[-1]] * half
+    for i in range(5):
+        x = frames_to_tensor(padded[i : i + model.num_seq], torch.device("cpu"))  # [1, 3, T, H, W]
+        with torch.no_grad():
+            ref = model(x)["output"].clamp(0, 1).mul(255).round()[0].permute(1, 2, 0).numpy()
+        assert np.abs(stitched[i].astype(float) - ref).max() <= 1
+
+
+def test_fmanetpp_chunks_equal_whole_sequence() -> None:
+    model = _preset("fmanetpp-tiny")
+    radius = model.temporal_radius
+    n = 2 * radius + 6
+    frames = _clip(n, h=12, w=12, seed=4)
+    restorer = ChunkRestorer(model, height=12, width=12, device=torch.device("cpu"))
+    whole = restorer.restore(frames, 0, n)
+    chunks = plan_chunks(n, chunk=2 * radius + 3, overlap=radius)
+    assert len(chunks) > 1
+    stitched = _stitch(restorer, frames, chunks)
+    diff = max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(whole, stitched, strict=True))
+    assert diff <= 1
