@@ -306,3 +306,14 @@ def test_cli_folder_flags_need_a_folder(tmp_path: Path, toy_weights: list[str], 
     clip = make_clip(tmp_path / "one.mp4", frames=1, width=16, height=16)
     code, _, stderr = _run(["restore", str(clip), str(tmp_path / "o.mp4"), "--skip-existing"], capsys)
     assert code == 1 and "only when INPUT is a folder" in stderr
+
+
+def test_cli_folder_mode_shows_overall_and_per_file_progress(
+    in_dir: Path, tmp_path: Path, toy_weights: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, stderr = _run(["restore", str(in_dir), str(tmp_path / "out"), "--device", "cpu"], capsys)
+    assert code == 0
+    lines = [" ".join(line.split()) for line in stderr.splitlines()]
+    assert any(line.startswith("files") and "3/3 files" in line for line in lines), stderr
+    assert any(line.startswith("frames") and "7/7 frames" in line for line in lines), stderr
+    assert any(line.startswith("sub/deeper/c.mov") and "2/2 frames" in line for line in lines), stderr
