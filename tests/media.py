@@ -42,6 +42,48 @@ def pattern(index: int, height: int, width: int, *, high: bool = False) -> np.nd
     return np.round(rgb * 255).astype(np.uint8)
 
 
+# Luma weights (Kr, Kb) of the matrices the generator can tag; untagged video is BT.601 in FFmpeg.
+_WEIGHTS = {1: (0.2126, 0.0722), 9: (0.2627, 0.0593)}
+
+
+def rgb_to_yuv_frame(
+    image: np.ndarray, pix_fmt: str, colorspace: int = 2, color_range: int = 1
+) -> av.VideoFrame:
+    """Build a planar YUV frame from ``[H, W, 3]`` RGB with textbook formulas in numpy.
+
+    Independent of swscale on purpose: the reader is checked against this ground truth. Chroma is
+    subsampled by averaging (edge-replicated for odd sizes).
+    """
+    kr, kb = _WEIGHTS.get(colorspace, (0.299, 0.114))
+    peak_in = 65535.0 if image.dtype == np.uint16 else 255.0
+    rgb = image.astype(np.float64) / peak_in
+    y = kr * rgb[..., 0] + (1 - kr - kb) * rgb[..., 1] + kb * rgb[..., 2]
+    u = (rgb[..., 2] - y) / (2 * (1 - kb))
+    v = (rgb[..., 0] - y) / (2 * (1 - kr))
+    depth = 10 if "10" in pix_fmt else 8
+    top = (1 << depth) - 1
+    if color_range == 2:
+        planes = [y * top, u * top + (1 << (depth - 1)), v * top + (1 << (depth - 1))]
+    else:
+        scale = 1 << (depth - 8)
+        planes = [(16 + 219 * y) * scale, (128 + 224 * u) * scale, (128 + 224 * v) * scale]
+    frame = av.VideoFrame(image.shape[1], image.shape[0], pix_fmt)
+    dtype = np.uint16 if depth > 8 else np.uint8
+    for plane, data in zip(frame.planes, planes, strict=True):
+        fy, fx = -(-data.shape[0] // plane.height), -(-data.shape[1] // plane.width)
+        if (fy, fx) != (1, 1):
+            padded = np.pad(
+                data, ((0, plane.height * fy - data.shape[0]), (0, plane.width * fx - data.shape[1])), "edge"
+            )
+            data = padded.reshape(plane.height, fy, plane.width, fx).mean(axis=(1, 3))
+        buf = np.zeros((plane.height, plane.line_size // np.dtype(dtype).itemsize), dtype)
+        buf[:, : plane.width] = np.clip(np.round(data), 0, top)
+        plane.update(buf.tobytes())
+    frame.colorspace = colorspace
+    frame.color_range = color_range
+    return frame
+
+
 def _tone(channels: int, samples: int, start: int, rate: int, freq: float) -> np.ndarray:
     t = (np.arange(samples) + start) / rate
     wave = 0.2 * np.sin(2 * np.pi * freq * t).astype(np.float32)
@@ -169,15 +211,12 @@ def make_clip(
             out.mux(a.encode(None))
         if vs is not None:
             for i, p in enumerate(stamps):
-                frame = av.VideoFrame.from_ndarray(
-                    pattern(i, height, width, high=high), format="rgb48le" if high else "rgb24"
-                )
                 c = color or {}
-                frame = frame.reformat(
-                    format=pix_fmt,
-                    dst_colorspace=c.get("colorspace"),
-                    src_color_range="JPEG",
-                    dst_color_range=c.get("color_range", 1),
+                frame = rgb_to_yuv_frame(
+                    pattern(i, height, width, high=high),
+                    pix_fmt,
+                    c.get("colorspace", 2),
+                    c.get("color_range", 1),
                 )
                 frame.pts = p
                 frame.time_base = tb

@@ -32,6 +32,7 @@ import av
 import numpy as np
 
 from fmanetpp_cli.errors import ConfigError, VideoDecodeError
+from fmanetpp_cli.video._convert import frame_to_array
 from fmanetpp_cli.video.info import PathLike, VideoInfo, open_input, probe
 
 _logger = logging.getLogger(__name__)
@@ -53,23 +54,6 @@ class Frame:
     pts: int
     time: float
     index: int
-
-
-def frame_to_array(frame: av.VideoFrame, high_bit_depth: bool) -> np.ndarray:
-    """Convert a decoded frame to ``[H, W, 3]`` full-range RGB (uint8, or uint16 when high bit depth).
-
-    The conversion uses the frame's own matrix coefficients and colour range, so BT.709 / BT.2020 and
-    limited-range sources come out with correct colours. It goes through planar RGB (``gbrp``,
-    ``gbrp16le``): with FFmpeg 8's swscale the packed ``rgb48le`` path turns ``yuv420p10le`` into wrong
-    colours (mean error > 5000 / 65535 on a smooth ramp, measured), and ``nv12`` -> ``rgb24`` is
-    blurrier than the planar route.
-    """
-    rgb = frame.reformat(
-        format="gbrp16le" if high_bit_depth else "gbrp",
-        src_color_range=frame.color_range,
-        dst_color_range="JPEG",  # full range RGB
-    )
-    return rgb.to_ndarray(channel_last=True)  # [H, W, 3], channels flipped to RGB order by PyAV
 
 
 class VideoReader:

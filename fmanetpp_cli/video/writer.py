@@ -30,6 +30,7 @@ import numpy as np
 
 from fmanetpp_cli.errors import ConfigError, OutputExistsError, VideoWriteError
 from fmanetpp_cli.video._aux import AuxCopier
+from fmanetpp_cli.video._convert import array_to_frame
 from fmanetpp_cli.video.info import PathLike, VideoInfo, bit_depth_of, probe
 
 _logger = logging.getLogger(__name__)
@@ -508,19 +509,8 @@ class VideoWriter:
         if self.rotation:
             # np.rot90 turns counter-clockwise for positive k; the player would turn clockwise.
             image = np.ascontiguousarray(np.rot90(image, k=-self.rotation // 90))  # [H', W', 3]
-        if image.dtype == np.uint16:
-            frame = av.VideoFrame.from_ndarray(image, format="rgb48le")
-        else:
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         ctx = self._stream.codec_context
-        frame = frame.reformat(
-            format=self.pix_fmt,
-            src_color_range="JPEG",
-            dst_colorspace=ctx.colorspace if ctx.colorspace not in (0,) else None,
-            dst_color_range=ctx.color_range,
-        )
-        frame.color_range = ctx.color_range
-        frame.colorspace = ctx.colorspace
+        frame = array_to_frame(image, self.pix_fmt, int(ctx.colorspace), int(ctx.color_range))
         frame.pts = pts - self._offset_pts
         frame.time_base = self.time_base
         frame.duration = duration
