@@ -301,6 +301,20 @@ def test_save_load_round_trip(tmp_path: Path, tiny_arch: None) -> None:
     assert info.extra == {"name": "t"} and info.sources == {}
 
 
+@pytest.mark.parametrize("preset", ["fmanet-small-a", "fmanetpp-tiny"])
+def test_round_trip_of_every_architecture(tmp_path: Path, preset: str) -> None:
+    if preset not in models.list_models():
+        pytest.skip(f"preset {preset!r} is not registered")
+    torch.manual_seed(0)
+    model = models.create_model(preset)
+    loaded = load_model(save_model(model, tmp_path / "w.safetensors"))
+    assert type(loaded) is type(model) and loaded.config == model.config
+    info = read_weights_info(tmp_path / "w.safetensors")
+    assert models.arch_of(loaded) == models.preset_arch(preset) == info.arch
+    ours, theirs = model.state_dict(), loaded.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
 def test_failed_save_leaves_previous_file(
     tmp_path: Path, tiny_arch: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
