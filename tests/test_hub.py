@@ -340,3 +340,36 @@ def test_push_without_write_access_is_one_clear_error(
     assert code == 1 and "HTTP 401" in err and "me/repo" in err
     code, _, err = _run(["weights", "push", str(tmp_path / "missing.safetensors"), "me/repo"], capsys)
     assert code == 1 and "missing.safetensors" in err
+
+
+@pytest.mark.slow
+def test_end_to_end_push_then_restore_a_folder_with_the_repo_id(
+    fake_hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real tiny FMA-Net++ goes up with `weights push`, comes back through `--model owner/name`."""
+    import torch
+    from media import make_clip
+
+    from fmanetpp_cli.checkpoints import save_model
+    from fmanetpp_cli.checkpoints.push import push_weights
+    from fmanetpp_cli.models import create_model
+    from fmanetpp_cli.video import probe
+
+    torch.manual_seed(0)
+    weights = save_model(create_model("fmanetpp-tiny"), tmp_path / "tiny.safetensors")
+    fake_hub.token = "hf_fake_token_for_tests"
+    pushed = push_weights(weights, "me/tiny")
+    src = tmp_path / "clips"
+    (src / "day1").mkdir(parents=True)
+    make_clip(src / "a.mp4", frames=2, width=16, height=16)
+    make_clip(src / "day1" / "b.mkv", frames=2, width=16, height=16)
+    argv = ["restore", str(src), str(tmp_path / "out"), "--model", "me/tiny", "--device", "cpu", "--quiet"]
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    for rel in ("a.mp4", "day1/b.mkv"):
+        info = probe(tmp_path / "out" / rel)
+        assert (info.width, info.height) == (64, 64)
+    assert hub.cached("me/tiny", "tiny.safetensors", revision=pushed.revision) is not None
+    fake_hub.stop()  # the second run needs no network: the weights come from the cache
+    code, _, err = _run([*argv, "--skip-existing", "--offline"], capsys)
+    assert code == 0, err
