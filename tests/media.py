@@ -69,7 +69,7 @@ def rgb_to_yuv_frame(
         planes = [(16 + 219 * y) * scale, (128 + 224 * u) * scale, (128 + 224 * v) * scale]
     frame = av.VideoFrame(image.shape[1], image.shape[0], pix_fmt)
     dtype = np.uint16 if depth > 8 else np.uint8
-    for plane, data in zip(frame.planes, planes, strict=True):
+    for plane, data in zip(frame.planes, planes, strict=True):  # planar formats only
         fy, fx = -(-data.shape[0] // plane.height), -(-data.shape[1] // plane.width)
         if (fy, fx) != (1, 1):
             padded = np.pad(
@@ -212,12 +212,12 @@ def make_clip(
         if vs is not None:
             for i, p in enumerate(stamps):
                 c = color or {}
-                frame = rgb_to_yuv_frame(
-                    pattern(i, height, width, high=high),
-                    pix_fmt,
-                    c.get("colorspace", 2),
-                    c.get("color_range", 1),
-                )
+                image = pattern(i, height, width, high=high)
+                if pix_fmt.startswith("yuv"):
+                    frame = rgb_to_yuv_frame(image, pix_fmt, c.get("colorspace", 2), c.get("color_range", 1))
+                else:  # RGB-family formats (bgr0, gbrp, ...): an exact repacking
+                    frame = av.VideoFrame.from_ndarray(image, format="rgb48le" if high else "rgb24")
+                    frame = frame.reformat(format=pix_fmt)
                 frame.pts = p
                 frame.time_base = tb
                 out.mux(vs.encode(frame))
