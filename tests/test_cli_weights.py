@@ -121,7 +121,7 @@ def test_unsafe_checkpoint_refused_in_one_line(tmp_path: Path, capsys: pytest.Ca
     code, _, err = _run_main(["weights", "import", str(tmp_path / "release"), str(out)], capsys)
     line = _one_line(err)
     assert code == 1 and not marker.exists() and not out.exists()
-    assert "model_D_best.pt" in line and "system" in line and "nothing was executed" in line
+    assert str(src / "model_D_best.pt") in line and "system" in line and "nothing was executed" in line
 
 
 def test_import_then_info_on_mock_checkpoints(

@@ -172,11 +172,18 @@ def official_to_config(cfg: dict[str, Any], source: str = "config") -> fmanet.FM
 
 
 @dataclass(frozen=True)
-class _Found:
-    """One checkpoint file found inside ``src``: its display name and its bytes."""
+class FoundCheckpoint:
+    """One checkpoint file found inside ``src``.
+
+    Attributes:
+        name: its name relative to ``src`` (``archive.zip:member`` in a zip), as recorded in the metadata.
+        data: its bytes.
+        display: how errors name it (with the full path of ``src``).
+    """
 
     name: str
     data: bytes
+    display: str
 
 
 def _pick_pair(d_paths: list[str], r_paths: list[str], src: Path) -> tuple[str, str]:
@@ -206,7 +213,10 @@ def _unsafe_member(name: str) -> bool:
     return name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":")
 
 
-def _find_in_zip(src: Path) -> tuple[_Found, _Found, dict[str, str]]:
+_Pair = tuple[FoundCheckpoint, FoundCheckpoint, dict[str, str]]
+
+
+def _find_in_zip(src: Path) -> _Pair:
     try:
         with zipfile.ZipFile(src) as zf:
             infos = [i for i in zf.infolist() if not i.is_dir()]
@@ -223,7 +233,7 @@ def _find_in_zip(src: Path) -> tuple[_Found, _Found, dict[str, str]]:
                     raise CheckpointError(
                         f"{src}:{member}: {info.file_size} bytes, larger than any checkpoint"
                     )
-                found.append(_Found(f"{src.name}:{member}", zf.read(member)))
+                found.append(FoundCheckpoint(f"{src.name}:{member}", zf.read(member), f"{src}:{member}"))
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError) as e:
@@ -231,7 +241,7 @@ def _find_in_zip(src: Path) -> tuple[_Found, _Found, dict[str, str]]:
     return found[0], found[1], {src.name: sha256_file(src)}
 
 
-def _find_in_folder(src: Path) -> tuple[_Found, _Found, dict[str, str]]:
+def _find_in_folder(src: Path) -> _Pair:
     d_paths: list[str] = []
     r_paths: list[str] = []
     for root, _dirs, files in os.walk(src):  # does not follow symlinked folders
@@ -242,10 +252,12 @@ def _find_in_folder(src: Path) -> tuple[_Found, _Found, dict[str, str]]:
             elif f == NET_R_FILE:
                 r_paths.append((rel / f).as_posix())
     d_name, r_name = _pick_pair(d_paths, r_paths, src)
-    return _Found(d_name, (src / d_name).read_bytes()), _Found(r_name, (src / r_name).read_bytes()), {}
+    d, r = src / d_name, src / r_name
+    found_d = FoundCheckpoint(d_name, d.read_bytes(), str(d))
+    return found_d, FoundCheckpoint(r_name, r.read_bytes(), str(r)), {}
 
 
-def find_official_checkpoints(src: str | os.PathLike[str]) -> tuple[_Found, _Found, dict[str, str]]:
+def find_official_checkpoints(src: str | os.PathLike[str]) -> _Pair:
     """Locate and read ``model_D_best.pt`` and ``model_R_best.pt`` in a folder or a zip archive.
 
     Returns:
@@ -268,9 +280,9 @@ def find_official_checkpoints(src: str | os.PathLike[str]) -> tuple[_Found, _Fou
 # --------------------------------------------------------------------------- the import
 
 
-def _part_state_dict(found: _Found, part: str) -> dict[str, torch.Tensor]:
-    obj = load_torch_checkpoint(found.data, found.name)
-    return remap_official_fmanet(canonicalize(obj, source=found.name), part=part)
+def _part_state_dict(found: FoundCheckpoint, part: str) -> dict[str, torch.Tensor]:
+    obj = load_torch_checkpoint(found.data, found.display)
+    return remap_official_fmanet(canonicalize(obj, source=found.display), part=part)
 
 
 def _check_output(src: Path, out: Path, overwrite: bool) -> None:
