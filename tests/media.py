@@ -107,6 +107,7 @@ def make_clip(
     metadata: dict[str, str] | None = None,
     options: dict[str, str] | None = None,
     color: dict[str, int] | None = None,
+    sar: Fraction | None = None,
 ) -> Path:
     """Encode a synthetic clip; the container comes from the extension of ``path``.
 
@@ -126,6 +127,7 @@ def make_clip(
         metadata: container metadata (e.g. ``{"title": ...}``).
         options: encoder options.
         color: colour properties to tag: keys color_range, color_primaries, color_trc, colorspace.
+        sar: sample (pixel) aspect ratio to tag, e.g. ``Fraction(8, 9)`` for anamorphic video.
     """
     tb = time_base or Fraction(1, fps)
     stamps = list(pts) if pts is not None else [round(Fraction(i, fps) / tb) for i in range(frames)]
@@ -147,6 +149,8 @@ def make_clip(
             vs.codec_context.options = opts
             for key, value in (color or {}).items():
                 setattr(vs.codec_context, key, value)
+            if sar is not None:
+                vs.codec_context.sample_aspect_ratio = sar
         a_streams = []
         for spec in audio:
             a = out.add_stream(spec.codec, rate=spec.rate)

@@ -304,6 +304,15 @@ def test_writer_applies_rotation_so_display_matches(tmp_path: Path) -> None:
     assert psnr(img, upright, 255) > 30
 
 
+def test_writer_keeps_anamorphic_pixel_aspect(tmp_path: Path) -> None:
+    src = media.make_clip(tmp_path / "dvd.mkv", frames=3, sar=Fraction(8, 9))
+    assert probe(src).sample_aspect_ratio == Fraction(8, 9)
+    for ext in (".mp4", ".mkv"):
+        passthrough(src, tmp_path / f"dvd_out{ext}")
+        assert probe(tmp_path / f"dvd_out{ext}").sample_aspect_ratio == Fraction(8, 9)
+    assert probe(media.single_frame_clip(tmp_path)).sample_aspect_ratio is None
+
+
 def test_writer_odd_size_and_single_frame(tmp_path: Path) -> None:
     _, result = passthrough(media.odd_size_clip(tmp_path), tmp_path / "odd_out.mp4")
     info = probe(tmp_path / "odd_out.mp4")

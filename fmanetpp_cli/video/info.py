@@ -98,6 +98,8 @@ class VideoInfo:
         metadata: container metadata (title, creation_time, ...).
         stream_metadata: metadata of the video stream (language, title, handler_name, ...).
         chapters: the chapters, in order.
+        sample_aspect_ratio: pixel aspect ratio (e.g. 8/9 or 32/27 for anamorphic DVD video); None when
+            square or unknown. ``display_width`` does not include it.
     """
 
     path: Path
@@ -126,6 +128,7 @@ class VideoInfo:
     metadata: dict[str, str] = field(default_factory=dict)
     stream_metadata: dict[str, str] = field(default_factory=dict)
     chapters: tuple[ChapterInfo, ...] = ()
+    sample_aspect_ratio: Fraction | None = None
 
     @property
     def high_bit_depth(self) -> bool:
@@ -290,9 +293,17 @@ def probe(path: PathLike) -> VideoInfo:
             metadata=dict(container.metadata),
             stream_metadata=dict(vs.metadata),
             chapters=_chapters(container),
+            sample_aspect_ratio=_sar(vs),
         )
     finally:
         container.close()
+
+
+def _sar(stream: Any) -> Fraction | None:
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    if not sar or sar == 1:
+        return None
+    return Fraction(sar)
 
 
 def _describe_streams(container: Any) -> str:

@@ -393,6 +393,9 @@ class VideoWriter:
             ctx.color_primaries = info.color_primaries
             ctx.color_trc = info.color_trc
             ctx.colorspace = info.colorspace
+            if info.sample_aspect_ratio is not None:
+                # Anamorphic pixels stay anamorphic: the restored frame is scaled alike on both axes.
+                ctx.sample_aspect_ratio = info.sample_aspect_ratio
         ctx.options = self._codec_options()
         try:
             # Open now, so a missing GPU (NVENC) or a size the encoder refuses fails before any work.
