@@ -192,6 +192,29 @@ def test_official_wrapper_keeps_only_model_weights(tmp_path: Path) -> None:
     ],
     ids=["empty", "text", "binary"],
 )
+def _as_if_saved_on_cuda(src: Path, dst: Path) -> None:
+    """Rewrite a zip checkpoint so its storages say ``cuda:0``, as the official trainer's files do."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            data = zin.read(name)
+            if name.endswith("data.pkl"):
+                assert data.count(b"X\x03\x00\x00\x00cpu") == 1  # BINUNICODE "cpu" of the one storage
+                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+            zout.writestr(name, data)
+
+
+def test_cuda_checkpoint_loads_on_cpu(tmp_path: Path) -> None:
+    weight = torch.arange(6.0).reshape(2, 3)
+    torch.save({"epoch": 1, "model_R_state_dict": {"w": weight}}, tmp_path / "cpu.pt")
+    _as_if_saved_on_cuda(tmp_path / "cpu.pt", tmp_path / "cuda.pt")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):  # the file really asks for a GPU
+            torch.load(tmp_path / "cuda.pt", weights_only=True)
+    got = read_state_dict(tmp_path / "cuda.pt")
+    assert got["restoration_network.w"].device.type == "cpu"
+    assert torch.equal(got["restoration_network.w"], weight)
+
+
 def test_corrupt_files_give_clear_errors(tmp_path: Path, content: bytes, match: str) -> None:
     path = tmp_path / "bad.pt"
     path.write_bytes(content)
