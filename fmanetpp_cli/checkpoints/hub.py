@@ -114,7 +114,12 @@ def translate_error(exc: BaseException, repo_id: str, filename: str, revision: s
         return HubError(f"{what}: the Hub at {where} answered HTTP {status}")
     cause = _root_cause(exc)
     detail = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-    return HubError(f"{what}: download from {where} failed ({type(cause).__name__}: {detail})")
+    kind = type(cause).__name__
+    if kind in ("RemoteProtocolError", "ReadError", "WriteError"):
+        return HubError(f"{what}: the connection to {where} dropped during the download ({detail})")
+    if kind in ("ConnectError", "ConnectTimeout", "ReadTimeout", "PoolTimeout"):
+        return HubError(f"{what}: cannot reach {where} ({kind}: {detail})")
+    return HubError(f"{what}: download from {where} failed ({kind}: {detail})")
 
 
 def evict(path: Path) -> None:
