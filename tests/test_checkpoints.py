@@ -183,15 +183,6 @@ def test_official_wrapper_keeps_only_model_weights(tmp_path: Path) -> None:
     assert sorted(got) == ["degradation_learning_network.a.bias", "degradation_learning_network.a.weight"]
 
 
-@pytest.mark.parametrize(
-    ("content", "match"),
-    [
-        (b"", "empty"),
-        (b"hello, not a checkpoint\n", "torch checkpoint"),
-        (bytes(range(256)) * 8, "torch checkpoint"),
-    ],
-    ids=["empty", "text", "binary"],
-)
 def _as_if_saved_on_cuda(src: Path, dst: Path) -> None:
     """Rewrite a zip checkpoint so its storages say ``cuda:0``, as the official trainer's files do."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
@@ -215,6 +206,15 @@ def test_cuda_checkpoint_loads_on_cpu(tmp_path: Path) -> None:
     assert torch.equal(got["restoration_network.w"], weight)
 
 
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", "empty"),
+        (b"hello, not a checkpoint\n", "torch checkpoint"),
+        (bytes(range(256)) * 8, "torch checkpoint"),
+    ],
+    ids=["empty", "text", "binary"],
+)
 def test_corrupt_files_give_clear_errors(tmp_path: Path, content: bytes, match: str) -> None:
     path = tmp_path / "bad.pt"
     path.write_bytes(content)
