@@ -183,6 +183,26 @@ def test_reader_time_range_is_accurate(tmp_path: Path) -> None:
     assert psnr(frames[0].image, media.pattern(8, 48, 64), 255) > 30
 
 
+def test_stream_starting_late_keeps_its_times(tmp_path: Path) -> None:
+    """Video that starts 1 s into the file (audio from 0): ranges count from the video's start."""
+    src = media.make_clip(
+        tmp_path / "late.mkv",
+        pts=[25 + i for i in range(10)],
+        time_base=Fraction(1, 25),
+        audio=[media.AudioSpec()],
+    )
+    info = probe(src)
+    assert info.start_time == pytest.approx(1.0) and info.expected_frames == 10
+    with VideoReader(src, start=0.2, end=0.3) as reader:
+        assert [round(f.time, 2) for f in reader] == [1.2, 1.24, 1.28]
+    out = tmp_path / "late_out.mp4"
+    passthrough(src, out)  # no range: every timestamp stays where it was, audio included
+    assert video_times(out)[0] == pytest.approx(1.0)
+    got, want = packets(out, "audio"), packets(src, "audio")  # Matroska times are whole ms
+    assert [d for d, _, _ in got] == [d for d, _, _ in want]
+    assert [t for _, t, _ in got] == pytest.approx([t for _, t, _ in want], abs=1e-3)
+
+
 def test_reader_rejects_bad_range(tmp_path: Path) -> None:
     path = media.single_frame_clip(tmp_path)
     with pytest.raises(ConfigError):

@@ -219,7 +219,7 @@ def open_input(path: PathLike) -> Any:
         raise VideoOpenError(f"{p}: permission denied") from e
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
         reason = getattr(e, "strerror", None) or str(e)
-        raise VideoOpenError(f"{p}: not a readable video ({reason})") from e
+        raise VideoOpenError(f"{p}: not a readable video, or damaged/truncated ({reason})") from e
 
 
 def probe(path: PathLike) -> VideoInfo:
@@ -255,13 +255,15 @@ def probe(path: PathLike) -> VideoInfo:
         height = first.height if first is not None else ctx.height
         tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 1000)
         fps = vs.average_rate or vs.guessed_rate or vs.base_rate or Fraction(25)
+        start_time = float(vs.start_time * tb) if vs.start_time is not None else 0.0
         if vs.duration is not None:
             duration: float | None = float(vs.duration * tb)
         elif container.duration is not None:
-            duration = container.duration / av.time_base
+            # Matroska has no per-stream duration: use the file's end, counted from this stream's start.
+            file_start = (container.start_time or 0) / av.time_base
+            duration = max(0.0, file_start + container.duration / av.time_base - start_time)
         else:
             duration = None
-        start_time = float(vs.start_time * tb) if vs.start_time is not None else 0.0
         frame_count = vs.frames if vs.frames and vs.frames > 0 else None
         fmt_name = container.format.name
         exact = frame_count is not None and any(n in _INDEXED_FORMATS for n in fmt_name.split(","))
