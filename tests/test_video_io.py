@@ -246,6 +246,19 @@ def test_encode_options_reject_bad_values(kwargs: dict) -> None:
         EncodeOptions(**kwargs)
 
 
+def test_encode_options_map_to_encoder_settings() -> None:
+    assert EncodeOptions().codec_options()["crf"] == "18"
+    assert EncodeOptions(crf=30, preset="fast").codec_options() == {"crf": "30", "preset": "fast"}
+    assert EncodeOptions(codec="libx265", crf=22).codec_options()["crf"] == "22"
+    assert EncodeOptions(codec="h264_nvenc", crf=25, preset="p5").codec_options() == {
+        "rc": "vbr",
+        "cq": "25",
+        "b": "0",
+        "preset": "p5",
+    }
+    assert "crf" not in EncodeOptions(codec="ffv1").codec_options()
+
+
 def test_choose_pix_fmt_keeps_bit_depth_and_chroma() -> None:
     assert choose_pix_fmt("libx264", "yuv420p10le") == "yuv420p10le"
     assert choose_pix_fmt("libx265", "yuv420p10le") == "yuv420p10le"

@@ -47,8 +47,9 @@ height=None, start=None, end=None)``
 from __future__ import annotations
 
 from fmanetpp_cli.video.info import ChapterInfo, StreamSummary, VideoInfo, probe
+from fmanetpp_cli.video.options import CONTAINERS, EncodeOptions, choose_pix_fmt, container_for
 from fmanetpp_cli.video.reader import Frame, VideoReader
-from fmanetpp_cli.video.writer import CONTAINERS, EncodeOptions, VideoWriter, WriteResult, choose_pix_fmt
+from fmanetpp_cli.video.writer import VideoWriter, WriteResult
 
 __all__ = [
     "CONTAINERS",
@@ -61,5 +62,6 @@ __all__ = [
     "VideoWriter",
     "WriteResult",
     "choose_pix_fmt",
+    "container_for",
     "probe",
 ]

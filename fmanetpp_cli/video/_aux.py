@@ -186,7 +186,9 @@ class AuxCopier:
         self._start = start
         self._end = end
         if start is not None and start > 0 and self._iter is not None:
-            self._src.seek(int(start * av.time_base), backward=True, any_frame=False)
+            # Seek a second early: the demuxer seeks on the video's key frames, and audio packets for
+            # `start` may sit in the file a little before the video packet they play with.
+            self._src.seek(int(max(0.0, start - 1.0) * av.time_base), backward=True, any_frame=False)
             self._iter = iter(self._src.demux(*[r.src for r in self._routes.values()]))
         if self.copy_metadata:
             self._set_chapters()
@@ -215,9 +217,6 @@ class AuxCopier:
         if chapters:
             self.out.set_chapters(chapters)
         self.chapters_written = len(chapters)
-
-    def write_chapters(self) -> None:
-        """Chapters are set in `set_range`, before the header; kept for the writer's call order."""
 
     # -- packet flow -----------------------------------------------------------------------------
     @staticmethod
