@@ -113,9 +113,11 @@ def render(source: Tensor, M: np.ndarray, b: np.ndarray, out_hw: tuple[int, int]
     p = torch.stack([xs, ys], -1).reshape(-1, 2)  # [h*w, 2]
     q = torch.einsum("sij,nj->sni", torch.from_numpy(M), p) + torch.from_numpy(b)[:, None]  # [S, h*w, 2]
     scale = torch.tensor([2.0 / Ws, 2.0 / Hs], dtype=torch.float64)
-    grid = ((q + 0.5) * scale - 1.0).reshape(-1, h, w, 2).to(source.dtype)  # [S, h, w, 2]
-    src = source.unsqueeze(0).expand(grid.shape[0], -1, -1, -1)  # [S, 3, Hs, Ws]
-    return F.grid_sample(src, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    S = q.shape[0]
+    # All instants stacked along the height of one grid: one source read, no per-instant copy of it.
+    grid = ((q + 0.5) * scale - 1.0).reshape(1, S * h, w, 2).to(source.dtype)  # [1, S*h, w, 2]
+    out = F.grid_sample(source[None], grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return out.reshape(3, S, h, w).transpose(0, 1)  # [S, 3, h, w]
 
 
 def affine_flow(

@@ -1,0 +1,177 @@
+"""Degradation synthesis: exposure schedules and averaging, camera motion with its flow, noise, degrade."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fmanetpp_cli.errors import ConfigError, InputShapeError, OutputExistsError
+from fmanetpp_cli.synth import DegradeOptions, MotionRange, Trajectory, camera_motion_clip, degrade
+from fmanetpp_cli.synth.exposure import (
+    average_exposures,
+    bicubic_down,
+    fixed_schedule,
+    frames_in_window,
+    make_schedule,
+    random_schedule,
+)
+from fmanetpp_cli.synth.io import encode_png, read_frames, read_image, write_frame_folder, write_png
+from fmanetpp_cli.synth.noise import add_gaussian_noise, degrade_lr, h264_roundtrip
+
+
+def textured(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """A smooth random texture ``[3, h, w]`` in [0, 1] (low-pass noise, so bilinear sampling is accurate)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, h // 8 + 2, w // 8 + 2, generator=g)
+    return F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)[0]
+
+
+def warp(img: torch.Tensor, flow_lr: torch.Tensor, scale: int = 4) -> torch.Tensor:
+    """Backward-warp ``img [3, H, W]`` by an LR flow ``[2, h, w]`` upsampled to HR."""
+    fl = F.interpolate(flow_lr[None], scale_factor=scale, mode="bilinear", align_corners=False)[0] * scale
+    H, W = img.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(H).float(), torch.arange(W).float(), indexing="ij")
+    grid = torch.stack([(xs + fl[0] + 0.5) * 2 / W - 1, (ys + fl[1] + 0.5) * 2 / H - 1], -1)
+    return F.grid_sample(img[None], grid[None], align_corners=False)[0]
+
+
+def test_fixed_schedule_and_level_check() -> None:
+    assert fixed_schedule(4, 3) == [3, 3, 3, 3]
+    with pytest.raises(ConfigError):
+        fixed_schedule(4, 6)
+
+
+def test_random_schedule_is_a_seeded_stepwise_walk() -> None:
+    a = random_schedule(60, np.random.default_rng(7), interval=5)
+    b = random_schedule(60, np.random.default_rng(7), interval=5)
+    assert a == b
+    assert all(1 <= v <= 5 for v in a)
+    for i in range(1, 60):
+        if i % 5:
+            assert a[i] == a[i - 1], "the level may change only at multiples of the interval"
+        else:
+            assert abs(a[i] - a[i - 1]) <= 1
+    assert len(set(random_schedule(200, np.random.default_rng(1)))) > 1
+
+
+def test_make_schedule_accepts_levels_random_and_mixed() -> None:
+    rng = np.random.default_rng(0)
+    assert make_schedule(3, "2", rng) == [2, 2, 2]
+    mixed = make_schedule(5, "mixed", rng)
+    assert len(set(mixed)) == 1
+    with pytest.raises(ConfigError):
+        make_schedule(3, "sometimes", rng)
+
+
+def test_average_exposures_window_lengths() -> None:
+    # Source frame k holds the value k, so the mean of a window tells which frames it averaged.
+    src = torch.arange(40, dtype=torch.float32)[:, None, None, None].expand(40, 3, 4, 4)
+    blurry, sharp = average_exposures(src, [1, 3, 5], interval=5)
+    assert frames_in_window(3, 5) == 3
+    assert blurry[:, 0, 0, 0].tolist() == [0.0, 6.0, 12.0]  # means of {0}, {5,6,7}, {10..14}
+    assert sharp[:, 0, 0, 0].tolist() == [0.0, 5.0, 10.0]  # the window's first frame
+    with pytest.raises(InputShapeError):
+        average_exposures(src[:12], [5, 5, 5], interval=5)
+
+
+def test_bicubic_down_keeps_constants_and_shape() -> None:
+    x = torch.full((2, 3, 16, 24), 0.25)
+    y = bicubic_down(x)
+    assert y.shape == (2, 3, 4, 6)
+    assert torch.allclose(y, torch.full_like(y, 0.25), atol=1e-6)
+    with pytest.raises(InputShapeError):
+        bicubic_down(torch.zeros(1, 3, 10, 16))
+
+
+def test_camera_flow_aligns_ground_truth_frames() -> None:
+    src = textured(256, 256)[None]
+    traj = Trajectory.random(np.random.default_rng(3), MotionRange(max_speed=12.0))
+    clip = camera_motion_clip(src, [4] * 4, traj, hr_hw=(64, 64))
+    assert clip.lr.shape == (4, 3, 16, 16) and clip.gt.shape == (4, 3, 64, 64)
+    assert clip.flow_next.shape == (4, 2, 16, 16)
+    assert torch.all(clip.flow_next[-1] == 0) and torch.all(clip.flow_prev[0] == 0)
+    inner = (slice(None), slice(12, -12), slice(12, -12))
+    for i in range(3):
+        aligned = (warp(clip.gt[i + 1], clip.flow_next[i]) - clip.gt[i]).abs()[inner].mean()
+        unaligned = (clip.gt[i + 1] - clip.gt[i]).abs()[inner].mean()
+        assert aligned < 0.25 * unaligned
+        back = (warp(clip.gt[i], clip.flow_prev[i + 1]) - clip.gt[i + 1]).abs()[inner].mean()
+        assert back < 0.25 * unaligned
+
+
+def test_static_camera_gives_no_blur_and_zero_flow() -> None:
+    src = textured(96, 96)[None]
+    still = Trajectory((0.0, 0.0), (0.0, 0.0), (0.0, 0.0), 0.1, (0.0, 0.0), 0.0, 0.0)
+    clip = camera_motion_clip(src, [5, 5, 5], still, hr_hw=(64, 64))
+    assert torch.allclose(clip.flow_next, torch.zeros_like(clip.flow_next), atol=1e-5)
+    assert torch.allclose(clip.lr, bicubic_down(clip.gt), atol=1e-4)
+
+
+def test_longer_exposure_blurs_more() -> None:
+    src = textured(256, 256, seed=5)[None]
+    traj = Trajectory((10.0, 3.0), (0.0, 0.0), (0.0, 0.0), 0.1, (0.0, 0.0), 0.0, 0.0)
+    short = camera_motion_clip(src, [1, 1], traj, hr_hw=(64, 64))
+    long = camera_motion_clip(src, [5, 5], traj, hr_hw=(64, 64))
+
+    def sharpness(x: torch.Tensor) -> float:
+        return (x[..., 1:] - x[..., :-1]).abs().mean().item()
+
+    assert sharpness(long.lr) < 0.8 * sharpness(short.lr)
+
+
+def test_noise_is_seeded_and_compression_keeps_shape() -> None:
+    x = torch.full((2, 3, 8, 8), 0.5)
+    a = add_gaussian_noise(x, 5.0, torch.Generator().manual_seed(1))
+    b = add_gaussian_noise(x, 5.0, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, x)
+    assert 3.0 < (a - x).std().item() * 255 < 7.0
+    frames = (np.random.default_rng(0).uniform(0, 255, (3, 15, 17, 3))).astype(np.uint8)
+    out = h264_roundtrip(frames, crf=30)
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, frames)
+    q = degrade_lr(x, noise_sigma=0.0)
+    assert torch.allclose(q, torch.full_like(q, 128 / 255))
+
+
+def test_png_round_trip(tmp_path) -> None:
+    img = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    assert encode_png(img).startswith(b"\x89PNG")
+    write_png(tmp_path / "a.png", img)
+    assert np.array_equal(read_image(tmp_path / "a.png"), img)
+
+
+def test_degrade_camera_writes_pairs_sidecar_and_flow(tmp_path) -> None:
+    still = (textured(96, 128, seed=2).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    write_png(tmp_path / "still.png", still)
+    opts = DegradeOptions(exposure="random", frames=5, seed=11)
+    report = degrade(tmp_path / "still.png", tmp_path / "out", opts)
+    assert report.frames == 5 and report.lr_size == (24, 32) and report.gt_size == (96, 128) and report.flow
+    side = json.loads((tmp_path / "out" / "degrade.json").read_text())
+    assert [f["exposure_level"] for f in side["frames"]] == report.levels
+    assert side["frames"][0]["duty_cycle"] == report.levels[0] / 5
+    assert len(read_frames(tmp_path / "out" / "lr")) == 5
+    flows = np.load(tmp_path / "out" / "flow.npz")
+    assert flows["next"].shape == (5, 2, 24, 32)
+    # The same seed reproduces the same bytes.
+    degrade(tmp_path / "still.png", tmp_path / "again", opts)
+    first, again = tmp_path / "out/lr/00000003.png", tmp_path / "again/lr/00000003.png"
+    assert first.read_bytes() == again.read_bytes()
+    with pytest.raises(OutputExistsError):
+        degrade(tmp_path / "still.png", tmp_path / "out", opts)
+
+
+def test_degrade_hfr_from_frame_folder(tmp_path) -> None:
+    frames = [(np.full((16, 16, 3), 10 * k)).astype(np.uint8) for k in range(12)]
+    write_frame_folder(tmp_path / "src", frames)
+    opts = DegradeOptions(recipe="hfr", exposure="3", interval=4)
+    report = degrade(tmp_path / "src", tmp_path / "out", opts)
+    # Windows start at 0, 4, 8; each must have room for the longest (5:5) window of 4 frames.
+    assert report.frames == 3 and not report.flow
+    gt = read_frames(tmp_path / "out" / "gt")
+    assert [int(f[0, 0, 0]) for f in gt] == [0, 40, 80]
+    lr = read_frames(tmp_path / "out" / "lr")
+    assert lr[1].shape == (4, 4, 3) and int(lr[1][0, 0, 0]) == 45  # 5:3 of 4 frames: round(2.4) = 2 frames
