@@ -83,6 +83,7 @@ class FakeHub:
         self._lock = threading.Lock()
         self._servers: list[ThreadingHTTPServer] = []
         self._threads: list[threading.Thread] = []
+        self._ports: list[int] = []
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> FakeHub:
@@ -96,6 +97,7 @@ class FakeHub:
             thread.start()
             self._servers.append(server)
             self._threads.append(thread)
+        self._ports = [int(server.server_address[1]) for server in self._servers]
         return self
 
     def stop(self) -> None:
@@ -115,12 +117,13 @@ class FakeHub:
 
     @property
     def endpoint(self) -> str:
-        """The Hub origin, for ``HF_ENDPOINT``."""
-        return f"http://127.0.0.1:{self._servers[0].server_address[1]}"
+        """The Hub origin, for ``HF_ENDPOINT`` (still known after :meth:`stop`)."""
+        return f"http://127.0.0.1:{self._ports[0]}"
 
     @property
     def cdn(self) -> str:
-        return f"http://127.0.0.1:{self._servers[1].server_address[1]}"
+        """The CDN origin that LFS files redirect to."""
+        return f"http://127.0.0.1:{self._ports[1]}"
 
     # -- content ---------------------------------------------------------------------------------------
     def commit(

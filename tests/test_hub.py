@@ -373,3 +373,11 @@ def test_end_to_end_push_then_restore_a_folder_with_the_repo_id(
     fake_hub.stop()  # the second run needs no network: the weights come from the cache
     code, _, err = _run([*argv, "--skip-existing", "--offline"], capsys)
     assert code == 0, err
+
+
+def test_unreachable_hub_is_a_clear_error(fake_hub: FakeHub, tmp_path: Path) -> None:
+    fake_hub.stop()  # nothing listens on the port any more
+    with pytest.raises(HubError, match="cannot reach") as info:
+        hub.fetch(REPO, FILE)
+    assert REPO in str(info.value) and fake_hub.endpoint in str(info.value)
+    assert _cache_files(tmp_path) == []

@@ -79,13 +79,18 @@ def http_status(exc: BaseException) -> int | None:
     return None
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    seen: set[int] = set()
-    current = exc
-    while (current.__cause__ or current.__context__) is not None and id(current) not in seen:
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__  # type: ignore[assignment]
-    return current
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes / contexts, outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+_DROPPED = {"RemoteProtocolError", "ReadError", "WriteError"}
+_UNREACHABLE = {"ConnectError", "ConnectTimeout", "ReadTimeout", "PoolTimeout", "ConnectionRefusedError"}
 
 
 def translate_error(exc: BaseException, repo_id: str, filename: str, revision: str | None) -> Exception:
@@ -112,14 +117,15 @@ def translate_error(exc: BaseException, repo_id: str, filename: str, revision: s
     status = http_status(exc)
     if status is not None:
         return HubError(f"{what}: the Hub at {where} answered HTTP {status}")
-    cause = _root_cause(exc)
+    chain = _chain(exc)
+    cause = chain[-1]
     detail = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-    kind = type(cause).__name__
-    if kind in ("RemoteProtocolError", "ReadError", "WriteError"):
+    kinds = {type(e).__name__ for e in chain}
+    if kinds & _DROPPED:
         return HubError(f"{what}: the connection to {where} dropped during the download ({detail})")
-    if kind in ("ConnectError", "ConnectTimeout", "ReadTimeout", "PoolTimeout"):
-        return HubError(f"{what}: cannot reach {where} ({kind}: {detail})")
-    return HubError(f"{what}: download from {where} failed ({kind}: {detail})")
+    if kinds & _UNREACHABLE:
+        return HubError(f"{what}: cannot reach {where} ({detail})")
+    return HubError(f"{what}: download from {where} failed ({type(cause).__name__}: {detail})")
 
 
 def evict(path: Path) -> None:
