@@ -148,9 +148,13 @@ def test_hidden_entries_are_skipped(in_dir: Path) -> None:
     assert [p.name for p in find_videos(in_dir)] == ["a.mp4", "b.mkv", "c.mov"]
 
 
-@pytest.mark.parametrize("where", ["same", "inside"])
+@pytest.mark.parametrize("where", ["same", "inside", "dotdot"])
 def test_output_folder_may_not_be_or_lie_in_the_input(in_dir: Path, where: str) -> None:
-    out = in_dir if where == "same" else in_dir / "restored"
+    out = {
+        "same": in_dir,
+        "inside": in_dir / "restored",
+        "dotdot": in_dir.parent / "elsewhere" / ".." / in_dir.name / "restored",
+    }[where]
     with pytest.raises(ConfigError, match="input folder"):
         restore_folder(in_dir, out, OPTIONS, CountingIdentity4())
     assert not (in_dir / "restored").exists()
