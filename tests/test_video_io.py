@@ -496,6 +496,21 @@ def test_writer_rejects_bad_frames_and_pts(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == [] and not (tmp_path / "bad.mp4").exists()
 
 
+def test_writer_lets_callers_reuse_their_buffer(tmp_path: Path) -> None:
+    src = media.cfr_clip(tmp_path)
+    out = tmp_path / "reuse.mkv"
+    buffer = np.zeros((48, 64, 3), np.uint8)
+    with VideoWriter(out, source=src) as writer:
+        for i in range(4):
+            buffer[...] = media.pattern(i, 48, 64)  # the same array, overwritten every frame
+            writer.write(buffer, i * 512)
+    with VideoReader(out) as reader:
+        frames = [f.image for f in reader]
+    assert len(frames) == 4
+    for i, img in enumerate(frames):
+        assert psnr(img, media.pattern(i, 48, 64), 255) > 30
+
+
 def test_writer_verification_failure_removes_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = media.cfr_clip(tmp_path)
     out = tmp_path / "unverified.mp4"

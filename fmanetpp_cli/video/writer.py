@@ -147,7 +147,9 @@ class VideoWriter:
         self.warnings: list[str] = []
         self.frames_written = 0
         self._written_pts: list[int] = []
-        self._pending: tuple[np.ndarray, int] | None = None
+        # One frame is held back until the next one arrives, because its duration is the gap to the
+        # next pts. It is held already converted, so callers may reuse their array.
+        self._pending: tuple[av.VideoFrame, int] | None = None
         self._last_duration: int | None = None
         self._durations: dict[int, int] = {}  # output pts -> duration, until its packet is muxed
         self._first_pts: int | None = None
@@ -305,7 +307,7 @@ class VideoWriter:
                     f"{self.output}: frame {self.frames_written + 1} has pts {pts}, not after {prev_pts}"
                 )
             self._encode(self._pending[0], prev_pts, pts - prev_pts)
-        self._pending = (image, pts)
+        self._pending = (self._to_frame(image), pts)
 
     @property
     def end_time(self) -> float | None:
@@ -314,12 +316,18 @@ class VideoWriter:
             return None
         return self.info.start_time + self.end
 
-    def _encode(self, image: np.ndarray, pts: int, duration: int) -> None:
+    def _to_frame(self, image: np.ndarray) -> av.VideoFrame:
+        """RGB array -> frame in the encoder's pixel format, turned upright when the source is rotated."""
         if self.rotation:
-            # np.rot90 turns counter-clockwise for positive k; the player would turn clockwise.
-            image = np.ascontiguousarray(np.rot90(image, k=-self.rotation // 90))  # [H', W', 3]
+            # np.rot90 turns counter-clockwise for positive k; a player would turn the source clockwise.
+            image = np.ascontiguousarray(np.rot90(image, k=-self.rotation // 90))  # [W, H, 3] or [H, W, 3]
         ctx = self._stream.codec_context
-        frame = array_to_frame(image, self.pix_fmt, int(ctx.colorspace), int(ctx.color_range))
+        try:
+            return array_to_frame(image, self.pix_fmt, int(ctx.colorspace), int(ctx.color_range))
+        except (av.error.FFmpegError, ValueError) as e:
+            raise VideoWriteError(f"{self.output}: cannot convert frame {self.frames_written} ({e})") from e
+
+    def _encode(self, frame: av.VideoFrame, pts: int, duration: int) -> None:
         frame.pts = pts - self._offset_pts
         frame.time_base = self.time_base
         frame.duration = duration
@@ -377,9 +385,9 @@ class VideoWriter:
         try:
             if self._pending is None:
                 raise VideoWriteError(f"{self.output}: no frame was written")
-            image, pts = self._pending
+            frame, pts = self._pending
             self._pending = None
-            self._encode(image, pts, self._last_frame_duration(pts))
+            self._encode(frame, pts, self._last_frame_duration(pts))
             try:
                 self._mux_video(self._stream.encode(None))
             except (av.error.FFmpegError, ValueError) as e:
