@@ -1,0 +1,182 @@
+"""Benchmarks of `fmanetpp restore` (the streaming pipeline), results in docs/benchmarks.md.
+
+Three measurements, each restore running in a fresh child process so that its peak RSS is its own:
+
+* ``memory``: peak resident memory of a restore of a 100-frame and a 1,000-frame clip (same size, same
+  model, same chunk). Streaming means the two peaks should be within a few percent.
+* ``overhead``: end-to-end wall time against the time spent inside the model's forward passes (the rest is
+  decoding, conversion, tiling, encoding and audio copying).
+* ``chunks``: frames per second for several ``--chunk`` values of one model (how the defaults were chosen).
+
+Usage::
+
+    python benchmarks/bench_restore.py memory [--model toy] [--size 128x96]
+    python benchmarks/bench_restore.py overhead --model fmanetpp-tiny --frames 24
+    python benchmarks/bench_restore.py chunks --model fmanetpp-tiny --frames 24 --values 5,9,17,33
+
+``--model toy`` is a small convolutional x4 sequence model defined here (temporal radius 2): cheap enough
+for 1,000 frames on a CPU, with the same memory behaviour per chunk as any other model; presets
+(``fmanetpp-tiny``, ``fmanet-small-a``, ...) run with random weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+HERE = Path(__file__).resolve()
+
+
+class ToyX4(nn.Module):
+    """Sequence model: temporal mixing (radius 2), three 3x3 convs, pixel shuffle x4."""
+
+    scale = 4
+    temporal_mode = "sequence"
+    num_seq = 1
+    temporal_radius = 2
+    channel_order = "RGB"
+
+    def __init__(self, dim: int = 32) -> None:
+        super().__init__()
+        self.mix = nn.Conv3d(3, 3, (3, 1, 1), padding=(1, 0, 0))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, dim, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(dim, dim, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(dim, 48, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        """Shapes: x ``[B, 3, T, H, W]`` -> output ``[B, 3, T, 4H, 4W]``."""
+        B, C, T, H, W = x.shape
+        h = self.mix(self.mix(x))  # [B, 3, T, H, W]
+        flat = h.transpose(1, 2).reshape(B * T, C, H, W)  # [B*T, 3, H, W]
+        up = F.pixel_shuffle(self.body(flat), 4)  # [B*T, 3, 4H, 4W]
+        base = F.interpolate(flat, scale_factor=4, mode="bilinear", align_corners=False)
+        out = (base + 0.1 * up).reshape(B, T, C, 4 * H, 4 * W).transpose(1, 2)  # [B, 3, T, 4H, 4W]
+        return {"output": out}
+
+
+def make_clip(path: Path, frames: int, width: int, height: int, fps: int = 25) -> Path:
+    """H.264 clip of a moving gradient with a stereo AAC track (the audio is copied by the restore)."""
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        aus = c.add_stream("aac", rate=48000, layout="stereo")
+        y, x = np.mgrid[0:height, 0:width]
+        for i in range(frames):
+            img = np.stack([(x * 3 + i * 4) % 256, (y * 3) % 256, (x + y + i * 2) % 256], -1).astype(np.uint8)
+            c.mux(vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        c.mux(vs.encode(None))
+        samples = int(frames / fps * 48000)
+        t = np.arange(samples) / 48000
+        tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for start in range(0, samples, 1024):
+            block = np.ascontiguousarray(np.stack([tone[start : start + 1024]] * 2))
+            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts, frame.time_base = 48000, start, Fraction(1, 48000)
+            c.mux(aus.encode(frame))
+        c.mux(aus.encode(None))
+    return path
+
+
+def build_model(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    if name == "toy":
+        return ToyX4().eval()
+    from fmanetpp_cli.models import create_model
+
+    return create_model(name).eval()
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one restore and print its measurements as JSON (runs in its own process)."""
+    from fmanetpp_cli.pipeline import RestoreOptions, restore_video
+
+    torch.set_num_threads(args.threads)
+    model = build_model(args.model)
+    opts = RestoreOptions(chunk=args.chunk, tile=args.tile, device="cpu", overwrite=True)
+    started = time.perf_counter()
+    report = restore_video(args.clip, args.out, opts, model)
+    wall = time.perf_counter() - started
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "frames": report.frames,
+                "chunk": report.chunk,
+                "seconds": round(wall, 3),
+                "model_seconds": round(report.model_seconds, 3),
+                "peak_rss_mb": round(peak_kb / 1024, 1),
+                "audio_copied": report.write.audio_copied,
+            }
+        )
+    )
+
+
+def run_child(clip: Path, model: str, chunk: int | None, tile: int, threads: int) -> dict:
+    out = clip.with_name(clip.stem + ".out.mp4")
+    cmd = [sys.executable, str(HERE), "_child", str(clip), str(out), "--model", model, "--tile", str(tile)]
+    cmd += ["--threads", str(threads)] + (["--chunk", str(chunk)] if chunk else [])
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["memory", "overhead", "chunks", "_child"])
+    p.add_argument("clip", nargs="?", type=Path)
+    p.add_argument("out", nargs="?", type=Path)
+    p.add_argument("--model", default="toy")
+    p.add_argument("--size", default="128x96", help="WxH of the generated clips")
+    p.add_argument("--frames", type=int, default=24, help="frames for overhead / chunks")
+    p.add_argument("--chunk", type=int, default=None)
+    p.add_argument("--values", default="5,9,17,33", help="chunk values for `chunks`")
+    p.add_argument("--tile", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    if args.what == "_child":
+        child(args)
+        return
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if args.what == "memory":
+            rows = []
+            for n in (100, 1000):
+                clip = make_clip(folder / f"clip{n}.mp4", n, width, height)
+                r = run_child(clip, args.model, args.chunk, args.tile, args.threads)
+                rows.append(r)
+                print(f"{n:5d} frames {width}x{height}: {json.dumps(r)}", flush=True)
+            ratio = rows[1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
+            print(f"peak RSS 1000 / 100 frames = {ratio:.3f}")
+        elif args.what == "overhead":
+            clip = make_clip(folder / "clip.mp4", args.frames, width, height)
+            r = run_child(clip, args.model, args.chunk, args.tile, args.threads)
+            share = r["model_seconds"] / r["seconds"]
+            print(f"{args.model} {args.frames} frames {width}x{height}: {json.dumps(r)}")
+            print(f"model share of wall time = {share:.1%}; fps = {r['frames'] / r['seconds']:.2f}")
+        else:
+            clip = make_clip(folder / "clip.mp4", args.frames, width, height)
+            for value in (int(v) for v in args.values.split(",")):
+                r = run_child(clip, args.model, value, args.tile, args.threads)
+                fps = r["frames"] / r["seconds"]
+                print(f"{args.model} chunk {value:3d}: {fps:.2f} fps, {json.dumps(r)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
