@@ -324,6 +324,16 @@ def truncated_clip(folder: Path, name: str = "truncated.mp4", keep: float = 0.5,
     return path
 
 
+def truncated_mkv_clip(folder: Path, name: str = "truncated.mkv", keep: float = 0.5) -> Path:
+    """A Matroska file with audio, cut in half: its header still declares the full duration."""
+    full = make_clip(folder / f"full_{name}", frames=40, audio=[AudioSpec()], options={"g": "5"})
+    data = full.read_bytes()
+    path = folder / name
+    path.write_bytes(data[: int(len(data) * keep)])
+    full.unlink()
+    return path
+
+
 def rotated_clip(folder: Path, name: str = "rotated.mp4", degrees: int = 90) -> Path:
     """An mp4 whose video track carries a display matrix telling players to turn it ``degrees`` clockwise.
 

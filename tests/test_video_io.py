@@ -211,6 +211,14 @@ def test_reader_rejects_bad_range(tmp_path: Path) -> None:
         VideoReader(path, start=2.0, end=1.0)
 
 
+def test_reader_truncated_matroska_raises(tmp_path: Path) -> None:
+    path = media.truncated_mkv_clip(tmp_path)
+    with pytest.raises(VideoDecodeError, match="truncated") as exc, VideoReader(path) as reader:
+        for _ in reader:
+            pass
+    assert str(path) in str(exc.value)
+
+
 def test_reader_truncated_file_raises(tmp_path: Path) -> None:
     path = media.truncated_clip(tmp_path)
     info = probe(path)
@@ -504,7 +512,7 @@ def test_writer_lets_callers_reuse_their_buffer(tmp_path: Path) -> None:
         for i in range(4):
             buffer[...] = media.pattern(i, 48, 64)  # the same array, overwritten every frame
             writer.write(buffer, i * 512)
-    with VideoReader(out) as reader:
+    with VideoReader(out) as reader:  # its audio (0.4 s) outlasts the video (0.16 s): not "truncated"
         frames = [f.image for f in reader]
     assert len(frames) == 4
     for i, img in enumerate(frames):

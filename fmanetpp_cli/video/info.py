@@ -100,6 +100,7 @@ class VideoInfo:
         chapters: the chapters, in order.
         sample_aspect_ratio: pixel aspect ratio (e.g. 8/9 or 32/27 for anamorphic DVD video); None when
             square or unknown. ``display_width`` does not include it.
+        file_end: where the file's longest stream ends, in seconds (container start + duration), or None.
     """
 
     path: Path
@@ -129,6 +130,7 @@ class VideoInfo:
     stream_metadata: dict[str, str] = field(default_factory=dict)
     chapters: tuple[ChapterInfo, ...] = ()
     sample_aspect_ratio: Fraction | None = None
+    file_end: float | None = None
 
     @property
     def high_bit_depth(self) -> bool:
@@ -256,8 +258,15 @@ def probe(path: PathLike) -> VideoInfo:
         tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 1000)
         fps = vs.average_rate or vs.guessed_rate or vs.base_rate or Fraction(25)
         start_time = float(vs.start_time * tb) if vs.start_time is not None else 0.0
+        tagged = _tagged_duration(vs.metadata)
+        file_end = None
+        if container.duration is not None:
+            file_end = ((container.start_time or 0) + container.duration) / av.time_base
         if vs.duration is not None:
             duration: float | None = float(vs.duration * tb)
+        elif tagged is not None:
+            # FFmpeg's Matroska muxer tags each track with the time its last frame ends (from 0).
+            duration = tagged - start_time if tagged > start_time else tagged
         elif container.duration is not None:
             # Matroska has no per-stream duration: use the file's end, counted from this stream's start.
             file_start = (container.start_time or 0) / av.time_base
@@ -296,9 +305,26 @@ def probe(path: PathLike) -> VideoInfo:
             stream_metadata=dict(vs.metadata),
             chapters=_chapters(container),
             sample_aspect_ratio=_sar(vs),
+            file_end=file_end,
         )
     finally:
         container.close()
+
+
+def _tagged_duration(meta: dict[str, str]) -> float | None:
+    """Seconds from a Matroska ``DURATION`` tag such as ``00:01:02.500000000`` (None if absent or odd)."""
+    for key, value in meta.items():
+        if key.upper().split("-")[0] != "DURATION":
+            continue
+        parts = value.strip().split(":")
+        try:
+            seconds = 0.0
+            for part in parts:
+                seconds = seconds * 60 + float(part)
+        except ValueError:
+            return None
+        return seconds
+    return None
 
 
 def _sar(stream: Any) -> Fraction | None:

@@ -4,18 +4,19 @@ Decoding runs in-process with PyAV and FFmpeg's own frame/slice threads; nothing
 only the frame being handed out (plus FFmpeg's small decode queue) is held in memory, whatever the
 length of the video.
 
-Frame-count check. At the end of iteration the reader compares what it decoded with what the container
-promised and raises `VideoDecodeError` on a shortfall, which is how a truncated file is caught:
+Completeness check. When decoding reaches the end of the file, the reader checks that it got everything
+the container promised and raises `VideoDecodeError` otherwise, which is how a truncated file is caught:
 
-- mp4/mov/avi declare the count from a per-sample index, so it is exact; we still allow a shortfall of
-  ``1 + declared // 1000`` frames, because edit lists and decoder-discarded leading frames (open-GOP
-  B-frames before the first key frame) can legitimately remove a frame or two;
-- other containers (Matroska, WebM, MPEG-TS) declare no count; we estimate it from the header duration x
-  average frame rate and allow ``2 + 2 %`` of it, since a header duration is rounded (Matroska: 1 ms),
-  covers the longest stream (audio may outlast video), and variable frame rate makes fps x duration
-  only approximate.
-- With a time range, the expected count is unknown; we check instead that the last decoded frame
-  reaches the end of the range (or of the stream) within the same tolerance, in time.
+- mp4/mov/avi declare the frame count from a per-sample index, so it is exact. We still allow a shortfall
+  of ``1 + declared // 1000`` frames, because edit lists and decoder-discarded leading frames (open-GOP
+  B-frames before the first key frame) can legitimately remove a frame or two.
+- Other containers (Matroska, WebM, MPEG-TS) declare no count, and their header duration covers the
+  longest stream (audio often outlasts video), so a frame estimate from it would be wrong. Instead the
+  reader demuxes every stream and checks that the last packet of any stream ends where the header says
+  the file ends, within two frames plus 1 % of the length. A cut file stops every stream early; a file
+  whose audio outlasts its video does not.
+- Time ranges that reach the end of the file get the same end check; a range that ends inside the file
+  is complete as soon as a frame at or after its end is seen.
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ class VideoReader:
         self.frames_read = 0
         self._container: Any = None
         self._iterating = False
+        self._file_reached = 0.0  # end time (s) of the latest packet of any stream seen so far
+        self._stopped_at_end = False  # True when iteration stopped at `end`, inside the file
+        self._last_pts: int | None = None
 
     # -- context manager -------------------------------------------------------------------------
     def __enter__(self) -> VideoReader:
@@ -148,23 +152,9 @@ class VideoReader:
         if start_pts is not None:
             # Backward seek lands on the key frame at or before start; frames before start are dropped.
             self._container.seek(start_pts, stream=stream, backward=True, any_frame=False)
-        high = info.high_bit_depth
-        last_pts: int | None = None
-        prev_pts: int | None = None
         try:
-            for frame in self._container.decode(stream):
-                pts = frame.pts
-                if pts is None:
-                    # Some raw streams carry no pts; number frames by the nominal rate instead.
-                    step = round(self.frame_duration / info.time_base)
-                    pts = 0 if prev_pts is None else prev_pts + max(1, step)
-                prev_pts = pts
-                if start_pts is not None and pts < start_pts:
-                    continue
-                if end_pts is not None and pts >= end_pts:
-                    break
-                image = frame_to_array(frame, high)
-                last_pts = pts
+            for frame, pts in self._decoded(stream, start_pts, end_pts):
+                image = frame_to_array(frame, info.high_bit_depth)
                 yield Frame(image, pts, float(pts * info.time_base), self.frames_read)
                 self.frames_read += 1
         except av.error.FFmpegError as e:
@@ -176,34 +166,59 @@ class VideoReader:
             ) from e
         finally:
             self.close()
-        self._check_complete(last_pts)
+        self._check_complete()
 
-    def _check_complete(self, last_pts: int | None) -> None:
-        """Raise VideoDecodeError when fewer frames came out than the container promised."""
+    def _decoded(self, stream: Any, start_pts: int | None, end_pts: int | None) -> Iterator[tuple[Any, int]]:
+        """Decoded frames of ``stream`` in the range, with their pts; records how far the file went.
+
+        Every stream is demuxed (only the video is decoded) so that ``_file_reached`` tells where the
+        data in the file really ends.
+        """
+        step = max(1, round(self.frame_duration / self.info.time_base))
+        prev_pts: int | None = None
+        for packet in self._container.demux():
+            if packet.size and packet.time_base is not None:
+                ts = packet.pts if packet.pts is not None else packet.dts
+                if ts is not None:
+                    end = float((ts + (packet.duration or 0)) * packet.time_base)
+                    self._file_reached = max(self._file_reached, end)
+            if packet.stream.index != stream.index:
+                continue
+            for frame in stream.decode(packet):
+                # Some raw streams carry no pts; number such frames by the nominal rate.
+                pts = frame.pts if frame.pts is not None else (0 if prev_pts is None else prev_pts + step)
+                prev_pts = pts
+                if start_pts is not None and pts < start_pts:
+                    continue
+                if end_pts is not None and pts >= end_pts:
+                    self._stopped_at_end = True
+                    return
+                self._last_pts = pts
+                yield frame, pts
+
+    def _check_complete(self) -> None:
+        """Raise VideoDecodeError when the file held less than its container promised."""
         info = self.info
+        ranged = self.start is not None or self.end is not None
         if self.frames_read == 0:
-            where = "in the requested time range" if (self.start or self.end) else "at all"
+            where = "in the requested time range" if ranged else "at all"
             raise VideoDecodeError(f"{self.path}: no video frame could be decoded {where}")
-        if self.start is None and self.end is None:
-            expected = info.expected_frames
-            if expected is None:
-                return
-            tolerance = 1 + expected // 1000 if info.frame_count_exact else 2 + expected // 50
-            if self.frames_read < expected - tolerance:
+        if self._stopped_at_end:
+            return  # the range ended inside the file, so nothing is missing
+        if info.frame_count_exact and not ranged:
+            expected = info.frame_count or 0
+            if self.frames_read < expected - (1 + expected // 1000):
                 raise VideoDecodeError(
-                    f"{self.path}: decoded only {self.frames_read} of {expected} frames"
-                    f"{'' if info.frame_count_exact else ' (estimated)'}; the file looks truncated or damaged"
+                    f"{self.path}: decoded only {self.frames_read} of {expected} frames; "
+                    "the file looks truncated or damaged"
                 )
             return
-        # Time range: the last frame must reach the end of the range, or the end of the stream.
-        if info.duration is None or last_pts is None:
+        if info.file_end is None:
             return
-        stream_end = info.start_time + info.duration
-        target = stream_end if self.end is None else min(info.start_time + self.end, stream_end)
-        reached = float(last_pts * info.time_base + self.frame_duration)
-        slack = float(2 * self.frame_duration) + 0.02 * (target - info.start_time - (self.start or 0.0))
-        if reached < target - slack:
+        length = info.file_end - info.start_time
+        slack = float(2 * self.frame_duration) + 0.01 * max(length, 0.0)
+        if self._file_reached < info.file_end - slack:
             raise VideoDecodeError(
-                f"{self.path}: decoding stopped at {reached:.3f} s, before the expected end "
-                f"{target:.3f} s; the file looks truncated or damaged"
+                f"{self.path}: the data ends at {self._file_reached:.3f} s but the file declares "
+                f"{info.file_end:.3f} s ({self.frames_read} frames decoded); the file looks truncated"
             )
