@@ -214,7 +214,7 @@ def restore_command(
         int | None,
         typer.Option(
             "--chunk",
-            help="Input frames per model pass. Default: 6 for FMA-Net (window) models, "
+            help="Input frames per model pass. Default: 10 for FMA-Net (window) models, "
             "max(32, 4 x overlap + 1) for FMA-Net++ (sequence) models.",
             show_default=False,
         ),

@@ -34,10 +34,11 @@ _logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int | None], None]
 
-# Input frames per model pass when --chunk is not given, per temporal mode. Measured with
-# benchmarks/bench_restore.py (docs/benchmarks.md, "restore"): window models gain little from batching more
-# windows on a CPU; sequence models need room for the 2 x temporal_radius context they recompute.
-DEFAULT_CHUNK = {"window": 6, "sequence": 32}
+# Input frames per model pass when --chunk is not given, per temporal mode; measured with
+# benchmarks/bench_restore.py (docs/benchmarks.md, "restore"). Bigger is faster on both kinds (window models
+# batch their windows; sequence models recompute 2 x temporal_radius context frames per pass); memory is
+# kept in check by fit_chunk() and the automatic tile size.
+DEFAULT_CHUNK = {"window": 10, "sequence": 32}
 
 
 @dataclass(frozen=True)
