@@ -194,3 +194,17 @@ def test_reproduces_official_intermediates(v1_reference: Path) -> None:
 
     for ours, key in ((kd, "net_d.KD"), (f_y, "net_d.f_Y"), (f, "net_d.f")):
         torch.testing.assert_close(unfold(ours), ref[key], rtol=5e-5, atol=5e-5)
+
+
+@pytest.mark.parametrize("T", [1, 3, 5])
+def test_temporal_conv_equals_conv3d(T: int) -> None:
+    from torch import nn
+
+    from fmanetpp_cli.models.fmanet import _temporal_conv
+
+    torch.manual_seed(T)
+    conv = nn.Conv3d(4, 6, kernel_size=3, padding=1, bias=True)
+    x = torch.randn(2, 4, T, 5, 7)
+    folded = x.permute(0, 2, 1, 3, 4).flatten(0, 1)  # [B*T, C, H, W]
+    ours = _temporal_conv(conv, folded, T).unflatten(0, (2, T)).permute(0, 2, 1, 3, 4)
+    torch.testing.assert_close(ours, conv(x), rtol=1e-5, atol=1e-5)

@@ -4,9 +4,10 @@ A dynamic filter gives every output pixel its own kernel over a ``T x k x k`` ne
 frames of the (already flow-warped) window. The straightforward formulation unfolds the input into one
 ``T*k*k`` vector per output pixel and multiplies it with the broadcast kernels; for FMA-Net's x4
 upsampling at a 180x320 input that product alone is ``3 * 16 * 75 * 57600`` floats (0.83 GB), and the
-unfolded input of the downsampling is as large. Here the sum over taps is accumulated tap by tap instead:
-each step reads one shifted (strided) view of the padded input and one kernel plane and adds their
-product into an output-sized accumulator, so the extra memory is one output plus one kernel plane.
+unfolded input of the downsampling is as large. Here each output pixel's sum over taps is a small matrix
+product, computed with ``einsum`` (one batched product) over bands of rows: the unfolded input and the
+normalised kernels exist for one band at a time (``CHUNK_BYTES``), never the broadcast product, and the
+whole filter is a few dozen large operations rather than one small operation per tap.
 
 Layouts follow the official code (and therefore its weights):
 
@@ -26,6 +27,8 @@ from torch import Tensor, nn
 from fmanetpp_cli.errors import InputShapeError
 
 DOWNSAMPLE_EPS = 1e-8
+# memory budget of the temporaries of one band of rows in the dynamic filters
+CHUNK_BYTES = 32 * 2**20
 
 
 def _check(cond: bool, what: str, *shapes: Tensor) -> None:
@@ -34,8 +37,18 @@ def _check(cond: bool, what: str, *shapes: Tensor) -> None:
         raise InputShapeError(f"{what}; got shapes {got}")
 
 
+def _rows_per_chunk(height: int, bytes_per_row: int, chunk_bytes: int) -> int:
+    return max(1, min(height, chunk_bytes // max(1, bytes_per_row)))
+
+
 def dynamic_downsample(
-    x: Tensor, kernel_logits: Tensor, *, kernel_size: int, scale: int, coverage: Tensor | None = None
+    x: Tensor,
+    kernel_logits: Tensor,
+    *,
+    kernel_size: int,
+    scale: int,
+    coverage: Tensor | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Tensor:
     """Flow-guided dynamic downsampling (FMA-Net's re-degradation of a warped HR window).
 
@@ -44,12 +57,16 @@ def dynamic_downsample(
     ``(k - s) / 2``. With ``coverage`` (the masked warp of an all-ones image), the result is divided by the
     same filter applied to ``coverage`` (plus 1e-8), which undoes the darkening by occlusion masks.
 
+    The sum is a batched dot product (``einsum``) over bands of LR rows, so the unfolded input exists only
+    for one band of about ``chunk_bytes``.
+
     Args:
         x: warped HR frames.
         kernel_logits: per-LR-pixel kernel logits.
         kernel_size: ``k``; ``k - scale`` must be even and non-negative.
         scale: downsampling factor ``s`` (the stride).
         coverage: optional normaliser, one channel or as many as ``x``.
+        chunk_bytes: memory budget of one band's temporaries.
 
     Returns:
         The downsampled centre estimate.
@@ -66,9 +83,9 @@ def dynamic_downsample(
     k, s = kernel_size, scale
     _check(x.ndim == 5 and kernel_logits.ndim == 5, "dynamic_downsample needs 5-D inputs", x, kernel_logits)
     B, C, T, sH, sW = x.shape
-    _, KK, _, H, W = kernel_logits.shape
+    _, Q, _, H, W = kernel_logits.shape
     _check(
-        k * k == KK
+        k * k == Q
         and kernel_logits.shape[0] == B
         and kernel_logits.shape[2] == T
         and (sH, sW) == (s * H, s * W),
@@ -85,35 +102,45 @@ def dynamic_downsample(
             coverage,
         )
         x = torch.cat([x, coverage], dim=1)  # [B, C+c, T, sH, sW]
-    weights = torch.softmax(kernel_logits.reshape(B, KK * T, H, W), dim=1).view(B, KK, T, H, W)
-
-    pad = (k - s) // 2
     Cx = x.shape[1]
-    padded = F.pad(x.reshape(B, Cx * T, sH, sW), (pad, pad, pad, pad), mode="replicate")
-    padded = padded.view(B, Cx, T, sH + 2 * pad, sW + 2 * pad)
-    acc = x.new_zeros(B, Cx, H, W)
-    rows, cols = s * (H - 1) + 1, s * (W - 1) + 1
-    for t in range(T):
-        for i in range(k):
-            for j in range(k):
-                tap = padded[:, :, t, i : i + rows : s, j : j + cols : s]  # [B, Cx, H, W]
-                acc.addcmul_(tap, weights[:, i * k + j, t].unsqueeze(1))
+    pad = (k - s) // 2
+    padded = F.pad(x.reshape(B, Cx * T, sH, sW), (pad, pad, pad, pad), mode="replicate")  # [B, Cx*T, ., .]
+    out = x.new_empty(B, Cx, H, W)
+    # per LR row: the unfolded input, its einsum copy, and the softmax weights
+    row_bytes = x.element_size() * B * T * Q * W * (2 * Cx + 2)
+    rows = _rows_per_chunk(H, row_bytes, chunk_bytes)
+    for r0 in range(0, H, rows):
+        r1 = min(H, r0 + rows)
+        hc = r1 - r0
+        band = padded[:, :, s * r0 : s * (r1 - 1) + k]  # [B, Cx*T, s*(hc-1)+k, sW+2p]
+        cols = F.unfold(band.reshape(B * Cx * T, 1, band.shape[2], band.shape[3]), k, stride=s)
+        cols = cols.view(B, Cx, T, Q, hc * W)  # [B, Cx, T, k*k, hc*W]
+        logits = kernel_logits[:, :, :, r0:r1].reshape(B, Q * T, hc * W)
+        weights = torch.softmax(logits, dim=1).view(B, Q, T, hc * W)
+        out[:, :, r0:r1] = torch.einsum("bctqp,bqtp->bcp", cols, weights).view(B, Cx, hc, W)
     if coverage is None:
-        return acc
-    return acc[:, :C] / (acc[:, C:] + DOWNSAMPLE_EPS)
+        return out
+    return out[:, :C] / (out[:, C:] + DOWNSAMPLE_EPS)
 
 
-def dynamic_upsample(x: Tensor, kernel: Tensor, *, kernel_size: int, scale: int) -> Tensor:
+def dynamic_upsample(
+    x: Tensor, kernel: Tensor, *, kernel_size: int, scale: int, chunk_bytes: int = CHUNK_BYTES
+) -> Tensor:
     """Flow-guided dynamic upsampling (FMA-Net's restoration filter).
 
     HR pixel ``(s*h + a, s*w + b)`` is ``sum_t,i,j K'[a,b,t,i,j,h,w] * x_pad[t, h + i, w + j]`` with
     ``K' = K - mean_taps(K) + 1/(T*k*k)`` and ``x_pad`` the LR input replicate-padded by ``k // 2``.
+
+    Per LR pixel this is a ``[C, T*k*k] @ [T*k*k, s*s]`` matrix product; it runs as one batched product
+    (``einsum``) per band of LR rows, so the normalised kernels and the unfolded input exist only for one
+    band of about ``chunk_bytes``.
 
     Args:
         x: warped LR frames.
         kernel: per-LR-pixel kernels, channel order ``(s_row, s_col, k_row, k_col)``.
         kernel_size: odd ``k``.
         scale: upsampling factor ``s``.
+        chunk_bytes: memory budget of one band's temporaries.
 
     Returns:
         The upsampled centre estimate.
@@ -129,28 +156,33 @@ def dynamic_upsample(x: Tensor, kernel: Tensor, *, kernel_size: int, scale: int)
     k, s = kernel_size, scale
     _check(x.ndim == 5 and kernel.ndim == 5, "dynamic_upsample needs 5-D inputs", x, kernel)
     B, C, T, H, W = x.shape
+    S, Q = s * s, k * k
     _check(
-        kernel.shape == (B, s * s * k * k, T, H, W),
-        f"dynamic_upsample expects kernels [B, {s * s * k * k}, T, H, W] matching the input [B, C, T, H, W]",
+        kernel.shape == (B, S * Q, T, H, W),
+        f"dynamic_upsample expects kernels [B, {S * Q}, T, H, W] matching the input [B, C, T, H, W]",
         x,
         kernel,
     )
     _check(k % 2 == 1, f"dynamic_upsample kernel_size must be odd, got {k}", x)
-    taps = kernel.view(B, s * s, k * k, T, H, W)
-    mean = taps.mean(dim=(2, 3))  # [B, s*s, H, W]
-    inv_n = 1.0 / (T * k * k)
-
+    taps = kernel.view(B, S, Q, T, H, W)
+    inv_n = 1.0 / (T * Q)
     pad = k // 2
-    padded = F.pad(x.reshape(B, C * T, H, W), (pad, pad, pad, pad), mode="replicate")
-    padded = padded.view(B, C, T, H + 2 * pad, W + 2 * pad)
-    acc = x.new_zeros(B, C, s * s, H, W)
-    for t in range(T):
-        for i in range(k):
-            for j in range(k):
-                weight = (taps[:, :, i * k + j, t] - mean) + inv_n  # [B, s*s, H, W]
-                tap = padded[:, :, t, i : i + H, j : j + W]  # [B, C, H, W]
-                acc.addcmul_(tap.unsqueeze(2), weight.unsqueeze(1))
-    return rearrange(acc, "b c (sr sc) h w -> b c (h sr) (w sc)", sr=s)  # [B, C, sH, sW]
+    padded = F.pad(x.reshape(B, C * T, H, W), (pad, pad, pad, pad), mode="replicate")  # [B, C*T, H+2p, W+2p]
+    out = x.new_empty(B, C, H, s, W, s)
+    # per LR row: normalised kernels and their einsum copy, the unfolded input and its copy, the result
+    row_bytes = x.element_size() * B * W * (2 * S * Q * T + 2 * C * T * Q + C * S)
+    rows = _rows_per_chunk(H, row_bytes, chunk_bytes)
+    for r0 in range(0, H, rows):
+        r1 = min(H, r0 + rows)
+        hc = r1 - r0
+        band = padded[:, :, r0 : r1 + 2 * pad]  # [B, C*T, hc+2p, W+2p]
+        cols = F.unfold(band.reshape(B * C * T, 1, hc + 2 * pad, W + 2 * pad), k)
+        cols = cols.view(B, C, T, Q, hc * W)  # [B, C, T, k*k, hc*W]
+        kern = taps[..., r0:r1, :]  # [B, S, Q, T, hc, W]
+        kern = (kern - kern.mean(dim=(2, 3), keepdim=True)) + inv_n
+        res = torch.einsum("bctqp,bsqtp->bcsp", cols, kern.view(B, S, Q, T, hc * W))  # [B, C, S, hc*W]
+        out[:, :, r0:r1] = rearrange(res, "b c (sr sc) (h w) -> b c h sr w sc", sr=s, h=hc)
+    return out.view(B, C, H * s, W * s)
 
 
 class DynamicDownsampling(nn.Module):

@@ -270,9 +270,10 @@ class Attention(nn.Module):
         q = F.normalize(q, dim=-1)
         k = F.normalize(k, dim=-1)
         attn = (q @ k.transpose(-2, -1)) * self.temperature  # [N, head, c, c]
-        out = attn.softmax(dim=-1) @ v  # [N, head, c, H*W]
-        out = rearrange(out, "n head c (h w) -> n (head c) h w", h=H, w=W)  # [N, C, H, W]
-        return self.project_out(out)
+        # (attn @ v) computed transposed, so that the result lands in channels-last order for the 1x1 conv
+        out = v.transpose(-2, -1) @ attn.softmax(dim=-1).transpose(-2, -1)  # [N, head, H*W, c]
+        out = rearrange(out, "n head (h w) c -> n h w (head c)", h=H, w=W)  # [N, H, W, C]
+        return self.project_out(out.permute(0, 3, 1, 2))  # [N, C, H, W]
 
 
 class FeedForward(nn.Module):
