@@ -281,6 +281,22 @@ def multitrack_clip(folder: Path, name: str = "multi.mkv") -> Path:
     )
 
 
+def with_attachment(path: Path, name: str = "font.ttf", data: bytes = b"not really a font" * 8) -> Path:
+    """Remux a Matroska file packet for packet, adding a file attachment (as fonts for ASS subtitles are)."""
+    target = path.with_name(f"att_{path.name}")
+    with av.open(str(path)) as src, av.open(str(target), "w") as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for s in src.streams:
+            streams[s.index].metadata.update(s.metadata)
+        dst.add_attachment(name, "application/x-truetype-font", data)
+        for packet in src.demux():
+            if packet.size == 0:
+                continue
+            packet.stream = streams[packet.stream.index]
+            dst.mux(packet)
+    return target
+
+
 def audio_only_clip(folder: Path, name: str = "audio_only.m4a") -> Path:
     """An mp4/m4a file with an AAC track and no video stream."""
     return make_clip(folder / name, frames=0, audio=[AudioSpec()])

@@ -383,6 +383,16 @@ def test_writer_multitrack_mkv_keeps_everything(tmp_path: Path) -> None:
         assert packets(out, "subtitles", i) == packets(src, "subtitles", i)
 
 
+def test_writer_mkv_keeps_attachments(tmp_path: Path) -> None:
+    src = media.with_attachment(media.make_clip(tmp_path / "subs.mkv", frames=3, subtitles=["eng"]))
+    out = tmp_path / "att_out.mkv"
+    passthrough(src, out)
+    with av.open(str(out)) as c:
+        found = [(a.name, a.data) for a in c.streams.attachments]
+        assert [s.language for s in c.streams.subtitles] == ["eng"]
+    assert found == [("font.ttf", b"not really a font" * 8)]
+
+
 def test_writer_mkv_to_mp4_converts_what_mp4_cannot_hold(tmp_path: Path) -> None:
     src = media.multitrack_clip(tmp_path)
     out = tmp_path / "multi_out.mp4"
