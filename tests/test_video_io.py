@@ -400,6 +400,9 @@ def test_writer_mkv_to_mp4_converts_what_mp4_cannot_hold(tmp_path: Path) -> None
     info = probe(out)
     assert [s.codec for s in info.subtitles] == ["mov_text", "mov_text"]
     assert any("converted to mov_text" in w for w in result.warnings)
+    cues = [(t, d, text) for text, t, d in packets(out, "subtitles") if len(text) > 2]  # skip gap samples
+    assert [(t, d) for t, d, _ in cues] == pytest.approx([(0.0, 0.24), (0.24, 0.24)])
+    assert [text[2:] for _, _, text in cues] == [b"cue 0 of track 0", b"cue 1 of track 0"]
     assert [a.language for a in info.audio] == ["eng", "fre"]
     assert [c.title for c in info.chapters] == ["Opening", "Ending"]
     # Matroska rounds times to 1 ms, mp4 stores exact sample counts: payloads equal, times within 1 ms.
