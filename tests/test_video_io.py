@@ -425,17 +425,28 @@ def test_writer_time_range_starts_at_zero_and_cuts_audio(tmp_path: Path) -> None
     assert 0.35 < sum(d for _, _, d in audio) <= 0.42
 
 
-def test_writer_webm_transcodes_aac_with_warning(tmp_path: Path) -> None:
-    src = media.cfr_clip(tmp_path)
+def test_writer_webm_transcodes_what_webm_cannot_hold(tmp_path: Path) -> None:
+    """WebM takes only Opus/Vorbis audio and WebVTT text: AAC 48 kHz and FLAC 44.1 kHz become Opus
+    (48 kHz, the only rates Opus has), SubRip becomes WebVTT, each with one warning."""
+    src = media.multitrack_clip(tmp_path)
     out = tmp_path / "out.webm"
     _, result = passthrough(src, out, options=EncodeOptions(codec="libvpx-vp9", crf=40))
-    assert (result.audio_copied, result.audio_transcoded) == (0, 1)
-    assert len(result.warnings) == 1 and "transcoded to libopus" in result.warnings[0]
+    assert (result.audio_copied, result.audio_transcoded, result.subtitles_copied) == (0, 2, 2)
+    assert len(result.warnings) == 4
+    assert sum("transcoded to libopus" in w for w in result.warnings) == 2
     info = probe(out)
-    assert info.codec == "vp9" and [a.codec for a in info.audio] == ["opus"]
+    assert info.codec == "vp9"
+    assert [(a.codec, a.sample_rate, a.channels, a.language) for a in info.audio] == [
+        ("opus", 48000, 2, "eng"),
+        ("opus", 48000, 1, "fre"),
+    ]
+    assert [(s.codec, s.language) for s in info.subtitles] == [("webvtt", "eng"), ("webvtt", "spa")]
+    shift = video_times(out)[0]  # Opus pre-skip makes WebM shift every stream alike
+    cues = [(round(t - shift, 3), text) for text, t, _ in packets(out, "subtitles")]
+    assert cues == [(0.0, b"cue 0 of track 0"), (0.24, b"cue 1 of track 0")]
     with av.open(str(out)) as c:
-        audio_seconds = sum(float(p.duration * p.time_base) for p in c.demux(audio=0) if p.size)
-    assert audio_seconds == pytest.approx(0.4, abs=0.03)
+        audio_seconds = sum(float(p.duration * p.time_base) for p in c.demux(audio=1) if p.size)
+    assert audio_seconds == pytest.approx(0.48, abs=0.03)
 
 
 def test_writer_nvenc_without_gpu_fails_clearly(tmp_path: Path) -> None:

@@ -50,6 +50,29 @@ class _Route:
         self.resampler: Any = None
 
 
+def _audio_settings(codec: str, source: Any) -> dict[str, Any]:
+    """Sample rate, layout and sample format for re-encoding ``source`` audio with ``codec``.
+
+    Keeps the source's rate and layout where the encoder allows (Opus takes only 48/24/16/12/8 kHz) and
+    opens a scratch encoder with them, so an impossible combination raises here.
+    """
+    enc = av.codec.Codec(codec, "w")
+    rate = source.sample_rate
+    rates = list(enc.audio_rates or [])
+    if rates and rate not in rates:
+        higher = [r for r in rates if r >= rate]
+        rate = min(higher) if higher else max(rates)
+    formats = [f.name for f in (enc.audio_formats or [])]
+    fmt = formats[0] if formats else "fltp"
+    scratch = av.codec.CodecContext.create(codec, "w")
+    scratch.sample_rate = rate
+    scratch.layout = source.layout
+    scratch.format = fmt
+    scratch.time_base = Fraction(1, rate)
+    scratch.open()
+    return {"rate": rate, "layout": source.layout, "format": fmt}
+
+
 class AuxCopier:
     """Copy the audio and subtitle streams and the chapters of ``source`` into ``container``.
 
@@ -101,7 +124,8 @@ class AuxCopier:
     # -- stream setup ----------------------------------------------------------------------------
     def _label(self, s: Any) -> str:
         lang = s.metadata.get("language")
-        return f"{s.type} stream {s.index} ({s.codec_context.name}{', ' + lang if lang else ''})"
+        codec = s.codec_context.name if s.codec_context is not None else "unknown codec"
+        return f"{s.type} stream {s.index} ({codec}{', ' + lang if lang else ''})"
 
     def _finish_stream(self, src: Any, dst: Any) -> None:
         if self.copy_metadata:
@@ -122,25 +146,30 @@ class AuxCopier:
         return True
 
     def _add_audio(self, s: Any) -> None:
-        name = s.codec_context.name
         if self._copy(s):
             self.audio_copied += 1
             return
+        name = s.codec_context.name if s.codec_context is not None else "unknown"
         target = _AUDIO_FALLBACK.get(self.fmt, "aac")
-        ctx = s.codec_context
-        dst = self.out.add_stream(target, rate=ctx.sample_rate)
-        dst.codec_context.layout = ctx.layout
-        if dst.codec_context.codec.audio_formats:
-            dst.codec_context.format = dst.codec_context.codec.audio_formats[0]
-        dst.codec_context.time_base = Fraction(1, ctx.sample_rate)
-        dst.codec_context.open()
+        try:
+            settings = _audio_settings(target, s.codec_context)
+        except (ValueError, av.error.FFmpegError) as e:
+            # Checked on a scratch encoder first: a stream added to the output cannot be taken back.
+            self.warn(
+                f"{self._label(s)}: the {self.fmt} container cannot hold {name} and {target} "
+                f"failed ({e}), dropped"
+            )
+            return
+        dst = self.out.add_stream(target, rate=settings["rate"])
+        ctx = dst.codec_context
+        ctx.layout = settings["layout"]
+        ctx.format = settings["format"]
+        ctx.time_base = Fraction(1, settings["rate"])
+        ctx.open()
         self._finish_stream(s, dst)
         route = _Route(s, dst, "audio")
         route.resampler = av.AudioResampler(
-            format=dst.codec_context.format,
-            layout=dst.codec_context.layout,
-            rate=dst.codec_context.sample_rate,
-            frame_size=dst.codec_context.frame_size or None,
+            format=ctx.format, layout=ctx.layout, rate=ctx.sample_rate, frame_size=ctx.frame_size or None
         )
         self._routes[s.index] = route
         self.audio_transcoded += 1
