@@ -383,6 +383,16 @@ def test_writer_multitrack_mkv_keeps_everything(tmp_path: Path) -> None:
         assert packets(out, "subtitles", i) == packets(src, "subtitles", i)
 
 
+def test_writer_copy_switches(tmp_path: Path) -> None:
+    src = media.multitrack_clip(tmp_path)
+    out = tmp_path / "bare.mkv"
+    opts = EncodeOptions(copy_audio=False, copy_subtitles=False, copy_metadata=False)
+    _, result = passthrough(src, out, options=opts)
+    info = probe(out)
+    assert (info.audio, info.subtitles, info.chapters) == ((), (), ())
+    assert "title" not in info.metadata and result.warnings == []
+
+
 def test_writer_mkv_keeps_attachments(tmp_path: Path) -> None:
     src = media.with_attachment(media.make_clip(tmp_path / "subs.mkv", frames=3, subtitles=["eng"]))
     out = tmp_path / "att_out.mkv"

@@ -176,28 +176,33 @@ class AuxCopier:
         self.warn(f"{self._label(s)}: the {self.fmt} container cannot hold {name}, transcoded to {target}")
 
     def _add_subtitle(self, s: Any) -> None:
-        name = s.codec_context.name
         if self._copy(s):
             self.subtitles_copied += 1
             return
+        name = s.codec_context.name if s.codec_context is not None else "unknown"
         target = _TEXT_SUBTITLE_FALLBACK.get(self.fmt)
-        if name in _TEXT_SUBTITLES and target is not None:
-            try:
-                dst = self.out.add_stream(target)
-                # The source decoder is not open yet, so its own ASS header is not known here.
-                dst.codec_context.subtitle_header = s.codec_context.subtitle_header or ASS_HEADER
-                dst.codec_context.time_base = Fraction(1, 1000)
-                dst.time_base = Fraction(1, 1000)
-                dst.codec_context.open()
-            except (ValueError, av.error.FFmpegError) as e:
-                self.warn(f"{self._label(s)}: cannot convert to {target} for {self.fmt} ({e}), dropped")
-                return
-            self._finish_stream(s, dst)
-            self._routes[s.index] = _Route(s, dst, "subtitle")
-            self.subtitles_copied += 1
-            self.warn(f"{self._label(s)}: the {self.fmt} container cannot hold {name}, converted to {target}")
+        if name not in _TEXT_SUBTITLES or target is None:
+            self.warn(f"{self._label(s)}: the {self.fmt} container cannot hold {name} subtitles, dropped")
             return
-        self.warn(f"{self._label(s)}: the {self.fmt} container cannot hold {name} subtitles, dropped")
+        # The source decoder is not open yet, so its own ASS header is not known here.
+        header = s.codec_context.subtitle_header or ASS_HEADER
+        try:
+            scratch = av.codec.CodecContext.create(target, "w")  # a stream added cannot be taken back
+            scratch.subtitle_header = header
+            scratch.time_base = Fraction(1, 1000)
+            scratch.open()
+        except (ValueError, av.error.FFmpegError) as e:
+            self.warn(f"{self._label(s)}: cannot convert to {target} for {self.fmt} ({e}), dropped")
+            return
+        dst = self.out.add_stream(target)
+        dst.codec_context.subtitle_header = header
+        dst.codec_context.time_base = Fraction(1, 1000)
+        dst.time_base = Fraction(1, 1000)
+        dst.codec_context.open()
+        self._finish_stream(s, dst)
+        self._routes[s.index] = _Route(s, dst, "subtitle")
+        self.subtitles_copied += 1
+        self.warn(f"{self._label(s)}: the {self.fmt} container cannot hold {name}, converted to {target}")
 
     def _add_attachment(self, s: Any) -> None:
         try:
