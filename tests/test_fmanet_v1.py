@@ -208,3 +208,20 @@ def test_temporal_conv_equals_conv3d(T: int) -> None:
     folded = x.permute(0, 2, 1, 3, 4).flatten(0, 1)  # [B*T, C, H, W]
     ours = _temporal_conv(conv, folded, T).unflatten(0, (2, T)).permute(0, 2, 1, 3, 4)
     torch.testing.assert_close(ours, conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_banded_residual_branch_equals_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fmanetpp_cli.models.fmanet as fm
+
+    torch.manual_seed(4)
+    net_r = FMANet(PRESETS["fmanet-small-a"]).restoration_network
+    fw = torch.randn(1, 18, 13, 7)
+    with torch.no_grad():
+        whole = net_r.residual(fw)
+        monkeypatch.setattr(fm, "_RES_BAND_BYTES", 1)  # one LR row per band
+        banded = net_r.residual(fw)
+        monkeypatch.setattr(fm, "_RES_HALO", 2)  # one row short of the receptive field
+        short = net_r.residual(fw)
+    assert whole.shape == (1, 3, 52, 28)
+    torch.testing.assert_close(banded, whole, rtol=1e-5, atol=1e-6)
+    assert (short - whole).abs().max() > 1e-4

@@ -180,7 +180,7 @@ def dynamic_upsample(
         cols = cols.view(B, C, T, Q, hc * W)  # [B, C, T, k*k, hc*W]
         kern = taps[..., r0:r1, :]  # [B, S, Q, T, hc, W]
         kern = (kern - kern.mean(dim=(2, 3), keepdim=True)) + inv_n
-        res = torch.einsum("bctqp,bsqtp->bcsp", cols, kern.view(B, S, Q, T, hc * W))  # [B, C, S, hc*W]
+        res = torch.einsum("bctqp,bsqtp->bcsp", cols, kern.reshape(B, S, Q, T, hc * W))  # [B, C, S, hc*W]
         out[:, :, r0:r1] = rearrange(res, "b c (sr sc) (h w) -> b c h sr w sc", sr=s, h=hc)
     return out.view(B, C, H * s, W * s)
 

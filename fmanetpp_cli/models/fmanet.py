@@ -160,6 +160,12 @@ def _conv_pair(cin: int, mid: int, cout: int, *, bias: bool) -> nn.Sequential:
 _CHANNELS_LAST = True
 
 
+# The residual branch of Net_R runs in bands of LR rows of about this many bytes of temporaries, with a
+# halo of rows equal to its receptive field.
+_RES_BAND_BYTES = 192 * 2**20
+_RES_HALO = 3
+
+
 def _nhwc(x: Tensor) -> Tensor:
     """``x`` in channels-last memory order (same values and shape)."""
     return x.contiguous(memory_format=torch.channels_last) if _CHANNELS_LAST else x
@@ -527,33 +533,72 @@ class NetR(nn.Module):
             kd: ``[B*T, k_d*k_d, H, W]``.
             return: ``[B, 3, sH, sW]``, ``[B*T, 3, H, W]``, ``[B*T, 3, H, W]``.
         """
+        return self.restore(frames, feat, f, self.encode_kernels(kd))
+
+    def encode_kernels(self, kd: Tensor) -> Tensor:
+        """Features of Net_D's degradation kernels (``d_conv``, the 3x3x3 convs that mix frames).
+
+        Split from :meth:`restore` so that a caller can drop the large kernel tensor before restoring.
+
+        Shapes:
+            kd: ``[B*T, k_d*k_d, H, W]``.
+            return: ``[B*T, dim, H, W]``.
+        """
+        kd = F.leaky_relu(_temporal_conv(self.d_conv[0], kd, self.num_seq), 0.2)  # [B*T, dim, H, W]
+        return _temporal_conv(self.d_conv[2], kd, self.num_seq)
+
+    def restore(
+        self, frames: Tensor, feat: Tensor, f: Tensor, kd_feat: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`forward` after :meth:`encode_kernels` (``kd_feat`` is its result)."""
         T, s, k = self.num_seq, self.scale, self.us_kernel_size
         feat = self.feature_extractor(torch.cat([frames, feat], dim=1))  # [B*T, dim, H, W]
         centre = _nhwc(feat.unflatten(0, (-1, T))[:, T // 2])  # [B, dim, H, W]
         f = self.f_conv1(f)
-        kd = F.leaky_relu(_temporal_conv(self.d_conv[0], kd, T), 0.2)  # [B*T, dim, H, W]
-        kd = _temporal_conv(self.d_conv[2], kd, T)  # [B*T, dim, H, W]
         fw: Tensor | None = None
         for blk in self.FRMA_blocks:
-            feat, fw, f = blk(feat, fw, f, centre, kd)
+            feat, fw, f = blk(feat, fw, f, centre, kd_feat)
         assert fw is not None  # num_frma >= 1
-        del kd
+        del kd_feat
 
-        res = F.leaky_relu(self.res_conv1(fw), 0.2)
-        res = self.res_conv2(self.upsample(res))  # [B, 3, sH, sW]
+        res = self.residual(fw)  # [B, 3, sH, sW]
         kr = self.r_conv(_nhwc(rearrange(fw, "b (c t) h w -> (b t) c h w", t=T)))  # [B*T, s*s*k*k, H, W]
 
         centre_x = _repeat_frames(frames.unflatten(0, (-1, T))[:, T // 2], T)  # [B*T, 3, H, W]
         warped = _nhwc(flow_mask_warp(frames, self.f_conv2(f))[0])
         f_x = self.f_conv3(torch.cat([f, warped, centre_x], dim=1))  # [B*T, 3, H, W]
         warped, _ = flow_mask_warp(frames, f_x)
-        up = dynamic_upsample(
+        res += dynamic_upsample(
             rearrange(warped, "(b t) c h w -> b c t h w", t=T),
             rearrange(kr, "(b t) c h w -> b c t h w", t=T),
             kernel_size=k,
             scale=s,
         )  # [B, 3, sH, sW]
-        return up + res, warped, self.a_conv(feat)
+        return res, warped, self.a_conv(feat)
+
+    def residual(self, fw: Tensor) -> Tensor:
+        """The pixel-shuffle residual branch, computed in bands of LR rows to bound its HR temporaries.
+
+        Each band is extended by ``_RES_HALO`` LR rows on both sides (the branch's receptive field: two
+        ``3x3`` convs at LR, one at x2, two at x4 = 1 + 1 + 1/2 + 1/4 + 1/4 LR rows) and cropped after, so
+        the bands together equal the branch applied to the whole frame.
+
+        Shapes:
+            fw: ``[B, dim, H, W]``.
+            return: ``[B, 3, sH, sW]``.
+        """
+        B, C, H, W = fw.shape
+        s = self.scale
+        # an LR row costs about two HR feature maps of s*s*C*W floats at the widest point of the branch
+        rows = max(1, _RES_BAND_BYTES // (2 * fw.element_size() * B * C * s * s * W))
+        out = fw.new_empty(B, 3, s * H, s * W)
+        for r0 in range(0, H, rows):
+            r1 = min(H, r0 + rows)
+            a, b = max(0, r0 - _RES_HALO), min(H, r1 + _RES_HALO)
+            res = F.leaky_relu(self.res_conv1(fw[:, :, a:b]), 0.2)
+            res = self.res_conv2(self.upsample(res))  # [B, 3, s*(b-a), sW]
+            out[:, :, s * r0 : s * r1] = res[:, :, s * (r0 - a) : s * (r1 - a)]
+        return out
 
 
 class FMANet(nn.Module):
@@ -667,7 +712,10 @@ class FMANet(nn.Module):
             result["F_sharp_D"] = unfold(anchor_d)
         if self.stage == 1:
             return result
-        output, lr_warp, anchor_r = self.restoration_network(frames, feat, f, kd)
+        # Net_R.forward in two steps, so that the degradation kernels (the largest tensor) are freed first
+        kd_feat = self.restoration_network.encode_kernels(kd)
+        del kd
+        output, lr_warp, anchor_r = self.restoration_network.restore(frames, feat, f, kd_feat)
         result["output"] = output
         result["lr_warp"] = unfold(lr_warp)
         result["F_sharp_R"] = unfold(anchor_r)
