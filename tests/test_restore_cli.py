@@ -16,6 +16,7 @@ import pytest
 import torch
 from media import (
     VFR_PTS,
+    audio_only_clip,
     cfr_clip,
     empty_file,
     make_clip,
@@ -25,6 +26,7 @@ from media import (
     rotated_clip,
     single_frame_clip,
     tenbit_clip,
+    truncated_clip,
     vfr_clip,
 )
 from test_pipeline import Identity4, ToySequence, ToyWindow
@@ -209,6 +211,25 @@ def test_scene_detect_resets_context(tmp_path: Path) -> None:
     assert not np.array_equal(a[5], b[5]) and not np.array_equal(a[6], b[6])
 
 
+def test_memory_budget_forces_tiles(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "in.mkv", frames=2, width=160, height=96, codec="ffv1", pix_fmt="bgr0")
+    tiled, whole = tmp_path / "t.mkv", tmp_path / "w.mkv"
+    report = restore_video(src, tiled, RestoreOptions(memory_budget=1 << 20, encode=LOSSLESS), Identity4())
+    assert 0 < report.tile < 160
+    restore_video(src, whole, RestoreOptions(encode=LOSSLESS), Identity4())
+    for a, b in zip(_frames(tiled), _frames(whole), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fp16(tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    opts = RestoreOptions(device="cuda", precision="fp16", tile=0)
+    report = restore_video(cfr_clip(tmp_path, frames=3), out, opts, ToySequence(radius=1))
+    assert report.device.startswith("cuda") and report.frames == 3
+
+
 def test_real_presets_run(tmp_path: Path) -> None:
     from fmanetpp_cli.models import create_model, list_models
 
@@ -289,7 +310,11 @@ def _assert_one_line_error(code: int, stderr: str, name: str) -> None:
     assert name in lines[0] and "Traceback" not in stderr
 
 
-@pytest.mark.parametrize("make", [empty_file, not_a_video, lambda d: d / "missing.mp4"])
+@pytest.mark.parametrize(
+    "make",
+    [empty_file, not_a_video, audio_only_clip, truncated_clip, lambda d: d / "missing.mp4"],
+    ids=["empty", "not-a-video", "audio-only", "truncated", "missing"],
+)
 def test_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], toy_weights: None, make) -> None:
     src = make(tmp_path)
     out = tmp_path / "out.mp4"
@@ -319,6 +344,8 @@ def test_cli_existing_output_is_kept(
         (["--start", "abc"], "--start"),
         (["--tile", "big"], "--tile"),
         (["--scale", "0"], "--scale"),
+        (["--codec", "nosuchcodec"], "nosuchcodec"),
+        *([] if torch.cuda.is_available() else [(["--device", "cuda:0"], "CUDA")]),
     ],
 )
 def test_cli_bad_options(

@@ -115,6 +115,16 @@ class _ProgressBar:
         )
 
 
+def _human(size: int) -> str:
+    """``15.8 KB``, ``3.4 GB``: a file size for people."""
+    value = float(size)
+    for unit in ("bytes", "KB", "MB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
 def render_summary(report: RestoreReport) -> None:
     """The closing summary, on stdout."""
     w = report.write
@@ -133,7 +143,7 @@ def render_summary(report: RestoreReport) -> None:
         soft_wrap=True,
     )
     out.print(
-        f"  output   {report.output}  ({w.codec}, {w.pix_fmt}, {w.size_bytes / 1e6:.1f} MB)",
+        f"  output   {report.output}  ({w.codec}, {w.pix_fmt}, {_human(w.size_bytes)})",
         highlight=False,
         soft_wrap=True,
     )

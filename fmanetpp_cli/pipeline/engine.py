@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,18 +23,9 @@ from fmanetpp_cli.errors import ConfigError, InputShapeError
 from fmanetpp_cli.pipeline.device import autocast
 from fmanetpp_cli.pipeline.tiling import SizePadder, auto_tile_size, measure_peak_bytes, run_tiled
 
-# Spatial size of the probe pass that measures a model's memory per pixel.
+# Size of the probe pass that measures a model's memory per pixel: side, and output frames.
 PROBE_SIDE = 32
-
-
-class RestorationModel(Protocol):
-    """The attributes the pipeline reads from a model (see ``docs/design.md``)."""
-
-    scale: int
-    temporal_mode: str
-    num_seq: int
-    temporal_radius: int
-    channel_order: str
+PROBE_OUTPUTS = 4
 
 
 # Frames smaller than this are padded up (and cropped back): attention and 3x3 stacks misbehave on specks,
@@ -41,20 +33,48 @@ class RestorationModel(Protocol):
 DEFAULT_MIN_SIZE = 8
 
 
-def model_needs(model: nn.Module) -> tuple[int, int]:
-    """(size multiple, minimum side) of the frames a model accepts, from optional model attributes."""
-    return int(getattr(model, "size_multiple", 1)), int(getattr(model, "min_size", DEFAULT_MIN_SIZE))
+@dataclass(frozen=True, slots=True)
+class ModelTraits:
+    """What the pipeline reads from a model (``docs/design.md``), checked and typed once.
+
+    ``size_multiple`` and ``min_size`` are optional model attributes (defaults 1 and ``DEFAULT_MIN_SIZE``).
+    """
+
+    scale: int
+    temporal_mode: str
+    num_seq: int
+    temporal_radius: int
+    channel_order: str = "RGB"
+    size_multiple: int = 1
+    min_size: int = DEFAULT_MIN_SIZE
 
 
-def check_model(model: nn.Module) -> None:
-    """Raise ConfigError when ``model`` lacks the attributes the pipeline relies on."""
-    missing = [a for a in ("scale", "temporal_mode", "num_seq", "temporal_radius") if not hasattr(model, a)]
+def model_traits(model: nn.Module) -> ModelTraits:
+    """Read and check a model's pipeline attributes.
+
+    Raises:
+        ConfigError: a required attribute is missing, or a mode / channel order is unknown.
+    """
+    required = ("scale", "temporal_mode", "num_seq", "temporal_radius")
+    optional = ("channel_order", "size_multiple", "min_size")
+    values: dict[str, Any] = {k: getattr(model, k) for k in (*required, *optional) if hasattr(model, k)}
+    missing = [k for k in required if k not in values]
     if missing:
         raise ConfigError(f"{type(model).__name__} is not a restoration model (no {', '.join(missing)})")
-    if model.temporal_mode not in ("window", "sequence"):
-        raise ConfigError(f"unknown temporal_mode {model.temporal_mode!r}")
-    if getattr(model, "channel_order", "RGB") not in ("RGB", "BGR"):
-        raise ConfigError(f"unknown channel_order {model.channel_order!r}")
+    traits = ModelTraits(
+        scale=int(values["scale"]),
+        temporal_mode=str(values["temporal_mode"]),
+        num_seq=int(values["num_seq"]),
+        temporal_radius=int(values["temporal_radius"]),
+        channel_order=str(values.get("channel_order", "RGB")),
+        size_multiple=int(values.get("size_multiple", 1)),
+        min_size=int(values.get("min_size", DEFAULT_MIN_SIZE)),
+    )
+    if traits.temporal_mode not in ("window", "sequence"):
+        raise ConfigError(f"unknown temporal_mode {traits.temporal_mode!r}")
+    if traits.channel_order not in ("RGB", "BGR"):
+        raise ConfigError(f"unknown channel_order {traits.channel_order!r}")
+    return traits
 
 
 def frames_to_tensor(frames: Sequence[np.ndarray], device: torch.device) -> Tensor:
@@ -105,15 +125,16 @@ class ChunkRestorer:
         tile: int = 0,
         tile_overlap: int = 16,
     ) -> None:
-        check_model(model)
+        traits = model_traits(model)
+        self.traits = traits
         self.model = model.to(device).eval()
-        self.scale = int(model.scale)
-        self.window = model.temporal_mode == "window"
-        self.num_seq = int(model.num_seq)
-        self.bgr = getattr(model, "channel_order", "RGB") == "BGR"
+        self.scale = traits.scale
+        self.window = traits.temporal_mode == "window"
+        self.num_seq = traits.num_seq
+        self.bgr = traits.channel_order == "BGR"
         self.device = device
         self.dtype = dtype
-        multiple, min_size = model_needs(model)
+        multiple, min_size = traits.size_multiple, traits.min_size
         self.multiple = multiple
         self.padder = SizePadder(height, width, multiple=multiple, min_size=min_size)
         self.out_scale = float(self.scale if out_scale is None else out_scale)
@@ -215,15 +236,16 @@ class ChunkRestorer:
     def bytes_per_pixel(self, chunk_len: int) -> float:
         """Working memory of one pass over ``chunk_len`` frames, per input pixel (measured on a probe).
 
-        The probe is a ``PROBE_SIDE``-sided square of mid-grey frames; fixed costs (such as channel
-        attention matrices) are included, which makes the estimate conservative.
+        The probe is a ``PROBE_SIDE``-sided square of mid-grey frames, ``PROBE_OUTPUTS`` output frames
+        long; the result is scaled linearly to the chunk's outputs. Fixed costs (parameters' views,
+        channel-attention matrices) are included and scaled too, which keeps the estimate conservative.
         """
         side = max(PROBE_SIDE, self.multiple)
         side = -(-side // self.multiple) * self.multiple
-        length = max(chunk_len, self.num_seq if self.window else 1)
-        probe = torch.full((1, 3, length, side, side), 0.5, device=self.device)  # [1, 3, L, p, p]
         offset = self.num_seq // 2 if self.window else 0
-        count = length - 2 * offset
+        outputs = max(1, chunk_len - 2 * offset)
+        count = min(outputs, PROBE_OUTPUTS)
+        probe = torch.full((1, 3, count + 2 * offset, side, side), 0.5, device=self.device)  # [1, 3, L, p, p]
 
         def run() -> None:
             with autocast(self.device, self.dtype):
@@ -231,7 +253,7 @@ class ChunkRestorer:
 
         params = [*self.model.parameters(), *self.model.buffers(), probe]
         peak = measure_peak_bytes(run, params)
-        return peak / (side * side)
+        return peak * outputs / count / (side * side)
 
     def output_frame_bytes(self) -> int:
         """Bytes of one blended float32 output frame at the native scale (plus its blending weights)."""

@@ -24,7 +24,7 @@ from torch import nn
 
 from fmanetpp_cli.errors import UnsupportedVideoError
 from fmanetpp_cli.pipeline.device import check_precision, default_memory_budget, select_device
-from fmanetpp_cli.pipeline.engine import ChunkRestorer, check_model, frames_to_tensor, tensor_to_frames
+from fmanetpp_cli.pipeline.engine import ChunkRestorer, frames_to_tensor, model_traits, tensor_to_frames
 from fmanetpp_cli.pipeline.options import RestoreOptions
 from fmanetpp_cli.pipeline.scenes import SceneCutDetector
 from fmanetpp_cli.pipeline.windows import Chunk, ChunkPlanner
@@ -126,11 +126,11 @@ def plan_parameters(model: nn.Module, options: RestoreOptions) -> tuple[int, int
     that); sequence models take ``--overlap`` (default: their temporal radius) and no padding, since the
     network handles its own sequence ends.
     """
-    check_model(model)
-    mode = model.temporal_mode
-    radius = int(model.temporal_radius)
+    traits = model_traits(model)
+    mode = traits.temporal_mode
+    radius = traits.temporal_radius
     if mode == "window":
-        half = int(model.num_seq) // 2
+        half = traits.num_seq // 2
         overlap, pad = half, half
     else:
         overlap = radius if options.overlap is None else options.overlap
@@ -202,13 +202,6 @@ def restore_video(
     chunk_len, overlap, pad, exact = plan_parameters(model, opts)
     info = probe(input_path)
     encode = opts.encode if opts.encode is not None else EncodeOptions()
-    warnings: list[str] = []
-    if not exact:
-        warnings.append(
-            f"--overlap {overlap} is below the model's temporal radius {model.temporal_radius}: "
-            "chunk seams differ slightly from a single pass"
-        )
-
     restorer = ChunkRestorer(
         model,
         height=info.height,
@@ -219,6 +212,12 @@ def restore_video(
         tile=opts.tile or 0,
         tile_overlap=opts.tile_overlap,
     )
+    warnings: list[str] = []
+    if not exact:
+        warnings.append(
+            f"--overlap {overlap} is below the model's temporal radius {restorer.traits.temporal_radius}: "
+            "chunk seams differ slightly from a single pass"
+        )
     budget = opts.memory_budget or default_memory_budget(device)
     if opts.chunk is None:
         chunk_len = fit_chunk(chunk_len, overlap, restorer.output_frame_bytes(), budget // 2)
@@ -239,19 +238,26 @@ def restore_video(
 
     with ExitStack() as stack:
         reader = stack.enter_context(VideoReader(input_path, start=opts.start, end=opts.end, info=info))
-        common = {
-            "source": input_path,
-            "info": info,
-            "options": encode,
-            "overwrite": opts.overwrite,
-            "start": opts.start,
-            "end": opts.end,
-        }
-        writer = stack.enter_context(VideoWriter(output_path, width=out_w, height=out_h, **common))
+
+        def open_writer(path: Path, width: int, height: int) -> VideoWriter:
+            writer = VideoWriter(
+                path,
+                source=input_path,
+                info=info,
+                options=encode,
+                overwrite=opts.overwrite,
+                width=width,
+                height=height,
+                start=opts.start,
+                end=opts.end,
+            )
+            return stack.enter_context(writer)
+
+        writer = open_writer(output_path, out_w, out_h)
         compare: _CompareWriter | None = None
         if opts.compare is not None:
-            side = VideoWriter(opts.compare, width=2 * out_w, height=out_h, **common)
-            compare = _CompareWriter(stack.enter_context(side), out_h, out_w, device)
+            side = open_writer(opts.compare, 2 * out_w, out_h)
+            compare = _CompareWriter(side, out_h, out_w, device)
 
         def run(chunk: Chunk) -> None:
             nonlocal done
@@ -298,7 +304,7 @@ def restore_video(
         out_height=out_h,
         scale=opts.scale,
         model_scale=restorer.scale,
-        temporal_mode=model.temporal_mode,
+        temporal_mode=restorer.traits.temporal_mode,
         chunk=chunk_len,
         overlap=overlap,
         exact_stitching=exact,
