@@ -108,6 +108,19 @@ def test_identity_model_through_tiles_reproduces_input(tmp_path: Path) -> None:
         np.testing.assert_array_equal(hr[::4, ::4], lr)
 
 
+@pytest.mark.xfail(
+    reason="video reader: yuv420p -> gbrp leaves the last (width mod 16) columns undefined (found by H4b)",
+    strict=False,
+)
+def test_identity_restore_matches_source_at_any_width(tmp_path: Path) -> None:
+    """Width 40 is not a multiple of 16: every column must still come through (within codec rounding)."""
+    src = make_clip(tmp_path / "in.mkv", frames=2, width=40, height=24)
+    out = tmp_path / "out.mkv"
+    restore_video(src, out, RestoreOptions(tile=0, encode=LOSSLESS), Identity4())
+    for lr, hr in zip(_frames(src), _frames(out), strict=True):
+        assert np.abs(hr[::4, ::4].astype(int) - lr.astype(int)).max() <= 2
+
+
 def test_variable_frame_rate_keeps_every_timestamp(tmp_path: Path) -> None:
     src = vfr_clip(tmp_path)
     out = tmp_path / "out.mp4"
