@@ -222,8 +222,6 @@ def restore_video(
     if opts.chunk is None:
         chunk_len = fit_chunk(chunk_len, overlap, restorer.output_frame_bytes(), budget // 2)
     planner = ChunkPlanner(chunk=chunk_len, overlap=overlap, pad=pad)
-    if opts.tile is None:
-        restorer.tile = restorer.choose_tile(chunk_len, budget // 2)
     out_h, out_w = restorer.output_size()
     if opts.scale != restorer.scale:
         # 4:2:0 encoders need even sizes; the native x4 output always has them.
@@ -258,6 +256,9 @@ def restore_video(
         if opts.compare is not None:
             side = open_writer(opts.compare, 2 * out_w, out_h)
             compare = _CompareWriter(side, out_h, out_w, device)
+        if opts.tile is None:
+            # After the writers: an existing output fails fast, before the memory probe runs the model.
+            restorer.tile = restorer.choose_tile(chunk_len, budget // 2)
 
         def run(chunk: Chunk) -> None:
             nonlocal done
