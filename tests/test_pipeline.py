@@ -428,3 +428,16 @@ def test_fmanetpp_chunks_equal_whole_sequence() -> None:
     stitched = _stitch(restorer, frames, chunks)
     diff = max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(whole, stitched, strict=True))
     assert diff <= 1
+
+
+@pytest.mark.parametrize("name", ["fmanetpp-tiny", "fmanet-small-a"])
+def test_real_presets_bf16_close_to_fp32(name: str) -> None:
+    model = _preset(name)
+    frames = _clip(5, h=12, w=12, seed=5)
+    offset = model.num_seq // 2 if model.temporal_mode == "window" else 0
+    count = len(frames) - 2 * offset
+    cpu = torch.device("cpu")
+    fp32 = ChunkRestorer(model, height=12, width=12, device=cpu).restore(frames, offset, count)
+    bf16 = ChunkRestorer(model, height=12, width=12, device=cpu, dtype=torch.bfloat16)
+    low = bf16.restore(frames, offset, count)
+    assert max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(fp32, low, strict=True)) <= 4

@@ -336,6 +336,13 @@ def test_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], toy_w
     assert not out.exists() and not list(tmp_path.glob(".out.mp4.*"))
 
 
+def test_cli_debug_shows_the_traceback(tmp_path: Path, toy_weights: None) -> None:
+    from fmanetpp_cli.errors import VideoOpenError
+
+    with pytest.raises(VideoOpenError):
+        main(["--debug", "restore", str(tmp_path / "missing.mp4"), str(tmp_path / "out.mp4")])
+
+
 def test_cli_existing_output_is_kept(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], toy_weights: None
 ) -> None:
