@@ -433,6 +433,10 @@ def test_writer_time_range_starts_at_zero_and_cuts_audio(tmp_path: Path) -> None
     source_audio = {d for d, _, _ in packets(src, "audio")}
     assert all(d in source_audio for d, _, _ in audio)  # copied, not re-encoded
     assert 0.35 < sum(d for _, _, d in audio) <= 0.42
+    # A range that ends between two frames: the last frame keeps its full 40 ms.
+    _, result = passthrough(src, tmp_path / "offgrid.mp4", start=0.5, end=0.7)
+    assert result.frames == 5 and result.duration == pytest.approx(0.2)
+    assert probe(tmp_path / "offgrid.mp4").duration == pytest.approx(0.2)
 
 
 def test_writer_webm_transcodes_what_webm_cannot_hold(tmp_path: Path) -> None:

@@ -355,15 +355,20 @@ class VideoWriter:
             self._container.mux(packet)
 
     def _last_frame_duration(self, last_pts: int) -> int:
-        """Duration of the final frame: to the end of the source range/stream, else the previous one."""
+        """Duration of the final frame: up to the end of the source stream, else the previous gap.
+
+        With a range that ends inside the source, the last frame keeps its natural length (the gap
+        before it, or 1/fps) rather than being clipped to the range end.
+        """
         nominal = max(1, round(1 / (self.fps * self.time_base))) if self.fps > 0 else 1
         guess = self._last_duration or nominal
         info = self.info
         if info is None or info.duration is None:
             return guess
         stream_end = info.start_time + info.duration
-        end = stream_end if self.end_time is None else min(self.end_time, stream_end)
-        to_end = round(Fraction(end) / self.time_base) - last_pts
+        if self.end_time is not None and self.end_time < stream_end:
+            return guess
+        to_end = round(Fraction(stream_end) / self.time_base) - last_pts
         # Trust the source's end only when it is plausible for one frame (audio can outlast video).
         return to_end if 0 < to_end <= 2 * max(guess, nominal) else guess
 
