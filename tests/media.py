@@ -256,6 +256,24 @@ def tenbit_clip(folder: Path, name: str = "10bit.mp4", codec: str = "libx264") -
     )
 
 
+HDR10_X265 = (
+    "master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50)"
+    ":max-cll=1000,400:hdr10=1"
+)
+
+
+def hdr10_clip(folder: Path, name: str = "hdr10.mkv") -> Path:
+    """10-bit HEVC, BT.2020 / PQ, HDR10 mastering display (P3 D65, 1000 nits), MaxCLL/FALL 1000/400."""
+    return make_clip(
+        folder / name,
+        frames=4,
+        codec="libx265",
+        pix_fmt="yuv420p10le",
+        color={"color_range": 1, "color_primaries": 9, "color_trc": 16, "colorspace": 9},
+        options={"x265-params": "log-level=error:" + HDR10_X265},
+    )
+
+
 def odd_size_clip(folder: Path, name: str = "odd.mkv") -> Path:
     """An odd frame size (33x17) in 4:2:0, which FFV1 allows (H.264 does not), in Matroska."""
     return make_clip(folder / name, width=33, height=17, codec="ffv1", pix_fmt="yuv420p", frames=6)

@@ -332,6 +332,23 @@ def test_writer_10bit_stays_10bit_with_colour_tags(tmp_path: Path) -> None:
         assert psnr(img, media.pattern(0, 48, 64, high=True), 65535) > 30
 
 
+def test_writer_keeps_hdr10_metadata_with_x265(tmp_path: Path) -> None:
+    src = media.hdr10_clip(tmp_path)
+    hdr = probe(src).hdr
+    assert hdr is not None and hdr.max_luminance == pytest.approx(1000) and hdr.max_cll == 1000
+    assert hdr.primaries is not None
+    assert [c for xy in hdr.primaries for c in xy] == pytest.approx([0.68, 0.32, 0.265, 0.69, 0.15, 0.06])
+    for ext in (".mkv", ".mp4"):
+        out = tmp_path / f"hdr_out{ext}"
+        _, result = passthrough(src, out, options=EncodeOptions(codec="libx265"))
+        info = probe(out)
+        assert result.warnings == [] and info.hdr == hdr
+        assert (info.color_primaries, info.color_trc, info.colorspace, info.bit_depth) == (9, 16, 9, 10)
+    _, result = passthrough(src, tmp_path / "hdr_x264.mp4")
+    assert probe(tmp_path / "hdr_x264.mp4").hdr is None
+    assert len(result.warnings) == 1 and "HDR10" in result.warnings[0]
+
+
 def test_writer_applies_rotation_so_display_matches(tmp_path: Path) -> None:
     src = media.rotated_clip(tmp_path, degrees=90)
     out = tmp_path / "rot_out.mp4"

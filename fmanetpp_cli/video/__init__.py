@@ -12,9 +12,10 @@ API (the pipeline relies on exactly this):
     ``codec``, ``pix_fmt``, ``bit_depth``, ``color_range``/``color_primaries``/``color_trc``/
     ``colorspace`` (FFmpeg enum ints), ``sample_aspect_ratio`` (Fraction or None), ``audio``/
     ``subtitles`` (tuples of `StreamSummary`), ``metadata``, ``stream_metadata``, ``chapters``,
-    ``file_end``; ``expected_frames`` (declared count, else duration x fps: for progress bars) and
-    ``high_bit_depth``. Raises `VideoOpenError` (missing, empty, not a video container, damaged) or
-    `UnsupportedVideoError` (no video stream, undecodable), both naming the path.
+    ``file_end``, ``hdr`` (`HdrMetadata` or None); ``expected_frames`` (declared count, else
+    duration x fps: for progress bars) and ``high_bit_depth``. Raises `VideoOpenError` (missing,
+    empty, not a video container, damaged) or `UnsupportedVideoError` (no video stream,
+    undecodable), both naming the path.
 
 ``VideoReader(path, *, start=None, end=None, info=None, threads=0)``
     Context manager; iterating yields `Frame(image, pts, time, index)` with ``image`` a numpy
@@ -53,14 +54,15 @@ What is carried from the source: every audio stream packet for packet (transcode
 when the container cannot hold it: AAC for mp4/mov, FLAC for mkv, Opus for webm), subtitle streams
 (text subtitles converted to mov_text / SubRip / WebVTT when needed, bitmap ones dropped with a
 warning), Matroska attachments, chapters, container and stream metadata (language, title, handler,
-disposition), colour range/primaries/transfer/matrix, sample aspect ratio, and rotation (applied to
-the pixels, since PyAV cannot write a display matrix). Not carried: HDR mastering-display and
-content-light side data, interlacing flags, data/timecode tracks.
+disposition), colour range/primaries/transfer/matrix, sample aspect ratio, HDR10 mastering-display and
+content-light metadata (with libx265, written as SEI; other encoders warn), and rotation (applied to
+the pixels, since PyAV cannot write a display matrix). Not carried: HDR10+/Dolby Vision dynamic
+metadata, interlacing flags, data/timecode tracks.
 """
 
 from __future__ import annotations
 
-from fmanetpp_cli.video.info import ChapterInfo, StreamSummary, VideoInfo, probe
+from fmanetpp_cli.video.info import ChapterInfo, HdrMetadata, StreamSummary, VideoInfo, probe
 from fmanetpp_cli.video.options import CONTAINERS, EncodeOptions, choose_pix_fmt, container_for
 from fmanetpp_cli.video.reader import Frame, VideoReader
 from fmanetpp_cli.video.writer import VideoWriter, WriteResult
@@ -70,6 +72,7 @@ __all__ = [
     "ChapterInfo",
     "EncodeOptions",
     "Frame",
+    "HdrMetadata",
     "StreamSummary",
     "VideoInfo",
     "VideoReader",

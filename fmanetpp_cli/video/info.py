@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -65,6 +66,27 @@ class ChapterInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class HdrMetadata:
+    """HDR10 static metadata found on the first frame (SMPTE ST 2086 and CTA-861.3).
+
+    Attributes:
+        primaries: mastering display primaries as CIE 1931 (x, y) for red, green, blue; None if absent.
+        white_point: mastering display white point (x, y); None if absent.
+        min_luminance: mastering display minimum luminance in cd/m2; None if absent.
+        max_luminance: mastering display maximum luminance in cd/m2; None if absent.
+        max_cll: maximum content light level in cd/m2; None if absent.
+        max_fall: maximum frame-average light level in cd/m2; None if absent.
+    """
+
+    primaries: tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None = None
+    white_point: tuple[float, float] | None = None
+    min_luminance: float | None = None
+    max_luminance: float | None = None
+    max_cll: int | None = None
+    max_fall: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class VideoInfo:
     """What `probe` learns about a file and its first video stream.
 
@@ -101,6 +123,7 @@ class VideoInfo:
         sample_aspect_ratio: pixel aspect ratio (e.g. 8/9 or 32/27 for anamorphic DVD video); None when
             square or unknown. ``display_width`` does not include it.
         file_end: where the file's longest stream ends, in seconds (container start + duration), or None.
+        hdr: HDR10 mastering-display / content-light metadata of the first frame, or None.
     """
 
     path: Path
@@ -131,6 +154,7 @@ class VideoInfo:
     chapters: tuple[ChapterInfo, ...] = ()
     sample_aspect_ratio: Fraction | None = None
     file_end: float | None = None
+    hdr: HdrMetadata | None = None
 
     @property
     def high_bit_depth(self) -> bool:
@@ -306,9 +330,31 @@ def probe(path: PathLike) -> VideoInfo:
             chapters=_chapters(container),
             sample_aspect_ratio=_sar(vs),
             file_end=file_end,
+            hdr=_hdr_from_frame(first) if first is not None else None,
         )
     finally:
         container.close()
+
+
+def _hdr_from_frame(frame: av.VideoFrame) -> HdrMetadata | None:
+    """Read AVMasteringDisplayMetadata / AVContentLightMetadata from a decoded frame's side data."""
+    found: dict[str, Any] = {}
+    for sd in frame.side_data:
+        kind = getattr(sd.type, "name", str(sd.type))
+        raw = bytes(sd)
+        if kind == "MASTERING_DISPLAY_METADATA" and len(raw) >= 88:
+            # 3 primaries x (x, y), white point (x, y), min and max luminance: 10 AVRationals, then
+            # has_primaries and has_luminance.
+            v = struct.unpack("<22i", raw[:88])
+            q = [v[i] / v[i + 1] if v[i + 1] else 0.0 for i in range(0, 20, 2)]  # the 10 rationals
+            if v[20]:
+                found["primaries"] = ((q[0], q[1]), (q[2], q[3]), (q[4], q[5]))
+                found["white_point"] = (q[6], q[7])
+            if v[21]:
+                found["min_luminance"], found["max_luminance"] = q[8], q[9]
+        elif kind == "CONTENT_LIGHT_LEVEL" and len(raw) >= 8:
+            found["max_cll"], found["max_fall"] = struct.unpack("<2I", raw[:8])
+    return HdrMetadata(**found) if found else None
 
 
 def _tagged_duration(meta: dict[str, str]) -> float | None:

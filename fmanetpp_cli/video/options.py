@@ -20,7 +20,7 @@ from pathlib import Path
 import av
 
 from fmanetpp_cli.errors import ConfigError
-from fmanetpp_cli.video.info import PathLike, bit_depth_of
+from fmanetpp_cli.video.info import HdrMetadata, PathLike, bit_depth_of
 
 # Output extension -> FFmpeg muxer name.
 CONTAINERS: dict[str, str] = {
@@ -216,3 +216,28 @@ def full_chroma_for_odd_size(codec: str, pix_fmt: str, width: int, height: int) 
         f"{codec} cannot encode an odd frame size ({width}x{height}): it has no {wanted}; "
         "use libx264, libx265 or ffv1"
     )
+
+
+def x265_hdr_params(hdr: HdrMetadata) -> str:
+    """The x265 ``master-display`` / ``max-cll`` parameters that re-state ``hdr`` in the output stream.
+
+    x265 takes chromaticities in units of 0.00002 and luminance in units of 0.0001 cd/m2, with the
+    primaries in G, B, R order.
+    """
+    parts = []
+    if hdr.primaries is not None and hdr.white_point is not None and hdr.max_luminance is not None:
+        (rx, ry), (gx, gy), (bx, by) = hdr.primaries
+        wx, wy = hdr.white_point
+
+        def c(v: float) -> int:
+            return round(v * 50000)
+
+        lum = f"L({round(hdr.max_luminance * 10000)},{round((hdr.min_luminance or 0.0) * 10000)})"
+        parts.append(
+            f"master-display=G({c(gx)},{c(gy)})B({c(bx)},{c(by)})R({c(rx)},{c(ry)})WP({c(wx)},{c(wy)}){lum}"
+        )
+    if hdr.max_cll is not None:
+        parts.append(f"max-cll={hdr.max_cll},{hdr.max_fall or 0}")
+    if parts:
+        parts.append("hdr10=1")
+    return ":".join(parts)

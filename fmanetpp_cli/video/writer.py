@@ -32,7 +32,13 @@ from fmanetpp_cli.errors import ConfigError, OutputExistsError, VideoWriteError
 from fmanetpp_cli.video._aux import AuxCopier
 from fmanetpp_cli.video._convert import array_to_frame
 from fmanetpp_cli.video.info import PathLike, VideoInfo, bit_depth_of, probe
-from fmanetpp_cli.video.options import EncodeOptions, choose_pix_fmt, container_for, full_chroma_for_odd_size
+from fmanetpp_cli.video.options import (
+    EncodeOptions,
+    choose_pix_fmt,
+    container_for,
+    full_chroma_for_odd_size,
+    x265_hdr_params,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -223,7 +229,7 @@ class VideoWriter:
             if info.sample_aspect_ratio is not None:
                 # Anamorphic pixels stay anamorphic: the restored frame is scaled alike on both axes.
                 ctx.sample_aspect_ratio = info.sample_aspect_ratio
-        ctx.options = opts.codec_options()
+        ctx.options = self._encoder_options()
         try:
             # Open now, so a missing GPU (NVENC) or a size the encoder refuses fails before any work.
             ctx.open()
@@ -248,6 +254,23 @@ class VideoWriter:
             )
         if info is not None and opts.copy_metadata:
             out.metadata.update(_clean_metadata(info.metadata))
+
+    def _encoder_options(self) -> dict[str, str]:
+        """The options' encoder settings plus the source's HDR10 metadata where the encoder takes it."""
+        settings = self.options.codec_options()
+        hdr = self.info.hdr if self.info is not None else None
+        if hdr is None:
+            return settings
+        if self.options.codec == "libx265":
+            extra = x265_hdr_params(hdr)
+            if extra:
+                settings["x265-params"] = ":".join(p for p in (settings.get("x265-params"), extra) if p)
+        else:
+            self._warn(
+                f"HDR10 mastering-display/content-light metadata not written: {self.options.codec} "
+                "cannot carry it here (use libx265)"
+            )
+        return settings
 
     def _warn(self, message: str) -> None:
         _logger.warning("%s", message)
