@@ -205,6 +205,11 @@ def test_stream_starting_late_keeps_its_times(tmp_path: Path) -> None:
 
 def test_reader_rejects_bad_range(tmp_path: Path) -> None:
     path = media.single_frame_clip(tmp_path)
+    with (
+        pytest.raises(VideoDecodeError, match="no video frame from 5 s to the end"),
+        VideoReader(path, start=5.0) as reader,
+    ):
+        list(reader)
     with pytest.raises(ConfigError):
         VideoReader(path, start=-1)
     with pytest.raises(ConfigError):

@@ -79,7 +79,8 @@ class VideoReader:
     Raises:
         VideoOpenError, UnsupportedVideoError: from `probe`.
         ConfigError: a negative ``start`` or ``end <= start``.
-        VideoDecodeError: while iterating, when decoding fails or yields fewer frames than declared.
+        VideoDecodeError: while iterating, when decoding fails, no frame lies in the range, or the file
+            holds less than it declares (truncated).
     """
 
     def __init__(
@@ -105,7 +106,6 @@ class VideoReader:
         self._iterating = False
         self._file_reached = 0.0  # end time (s) of the latest packet of any stream seen so far
         self._stopped_at_end = False  # True when iteration stopped at `end`, inside the file
-        self._last_pts: int | None = None
 
     # -- context manager -------------------------------------------------------------------------
     def __enter__(self) -> VideoReader:
@@ -193,7 +193,6 @@ class VideoReader:
                 if end_pts is not None and pts >= end_pts:
                     self._stopped_at_end = True
                     return
-                self._last_pts = pts
                 yield frame, pts
 
     def _check_complete(self) -> None:
@@ -201,8 +200,11 @@ class VideoReader:
         info = self.info
         ranged = self.start is not None or self.end is not None
         if self.frames_read == 0:
-            where = "in the requested time range" if ranged else "at all"
-            raise VideoDecodeError(f"{self.path}: no video frame could be decoded {where}")
+            if not ranged:
+                raise VideoDecodeError(f"{self.path}: no video frame could be decoded at all")
+            span = f"{self.start or 0:g} s to {'the end' if self.end is None else f'{self.end:g} s'}"
+            length = f" (the video lasts {info.duration:.3f} s)" if info.duration is not None else ""
+            raise VideoDecodeError(f"{self.path}: no video frame from {span}{length}")
         if self._stopped_at_end:
             return  # the range ended inside the file, so nothing is missing
         if info.frame_count_exact and not ranged:
