@@ -321,10 +321,8 @@ class AuxCopier:
             self.out.mux(route.dst.encode(None))
 
     def _convert_subtitle(self, route: _Route, packet: Any) -> None:
-        subs = (
-            route.src.codec_context.decode2(packet) if hasattr(route.src.codec_context, "decode2") else None
-        )
-        if subs is None:
+        subs = route.src.codec_context.decode2(packet)
+        if subs is None:  # the decoder needs more data, or the packet held no cue
             return
         out_packet = route.dst.codec_context.encode_subtitle(subs)
         start = Fraction(packet.pts if packet.pts is not None else packet.dts) * Fraction(packet.time_base)
