@@ -7,12 +7,15 @@ Three measurements, each restore running in a fresh child process so that its pe
 * ``overhead``: end-to-end wall time against the time spent inside the model's forward passes (the rest is
   decoding, conversion, tiling, encoding and audio copying).
 * ``chunks``: frames per second for several ``--chunk`` values of one model (how the defaults were chosen).
+* ``tiles``: for a memory budget, the automatic tile side and the tracked peak of tensor memory of one
+  chunk's pass (model, blending canvas and conversions), in process.
 
 Usage::
 
     python benchmarks/bench_restore.py memory [--model toy] [--size 128x96]
     python benchmarks/bench_restore.py overhead --model fmanetpp-tiny --frames 24
     python benchmarks/bench_restore.py chunks --model fmanetpp-tiny --frames 24 --values 5,9,17,33
+    python benchmarks/bench_restore.py tiles --model fmanetpp-tiny --size 160x160 --chunk 9 --values 64,256
 
 ``--model toy`` is a small convolutional x4 sequence model defined here (temporal radius 2): cheap enough
 for 1,000 frames on a CPU, with the same memory behaviour per chunk as any other model; presets
@@ -128,6 +131,31 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
+def tiles(args: argparse.Namespace, width: int, height: int) -> None:
+    """Automatic tile side per budget (MB in ``--values``) and the measured peak of one chunk's pass."""
+    from fmanetpp_cli.pipeline.engine import ChunkRestorer
+    from fmanetpp_cli.pipeline.tiling import measure_peak_bytes
+
+    torch.set_num_threads(args.threads)
+    model = build_model(args.model)
+    chunk = args.chunk or 9
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (height, width, 3)).astype(np.uint8) for _ in range(chunk)]
+    restorer = ChunkRestorer(model, height=height, width=width, device=torch.device("cpu"))
+    offset = model.num_seq // 2 if model.temporal_mode == "window" else 0
+    per_pixel = restorer.bytes_per_pixel(chunk)
+    for mb in (int(v) for v in args.values.split(",")):
+        restorer.tile = restorer.choose_tile(chunk, mb << 20)
+        started = time.perf_counter()
+        peak = measure_peak_bytes(lambda: restorer.restore(frames, offset, chunk - 2 * offset))
+        print(
+            f"{args.model} {width}x{height} chunk {chunk}: budget {mb} MB -> tile {restorer.tile}, "
+            f"measured peak {peak / 2**20:.1f} MB ({per_pixel:.0f} B/px estimated, "
+            f"{time.perf_counter() - started:.1f} s)",
+            flush=True,
+        )
+
+
 def run_child(clip: Path, model: str, chunk: int | None, tile: int, threads: int) -> dict:
     out = clip.with_name(clip.stem + ".out.mp4")
     cmd = [sys.executable, str(HERE), "_child", str(clip), str(out), "--model", model, "--tile", str(tile)]
@@ -138,7 +166,7 @@ def run_child(clip: Path, model: str, chunk: int | None, tile: int, threads: int
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["memory", "overhead", "chunks", "_child"])
+    p.add_argument("what", choices=["memory", "overhead", "chunks", "tiles", "_child"])
     p.add_argument("clip", nargs="?", type=Path)
     p.add_argument("out", nargs="?", type=Path)
     p.add_argument("--model", default="toy")
@@ -153,6 +181,9 @@ def main() -> None:
         child(args)
         return
     width, height = (int(v) for v in args.size.lower().split("x"))
+    if args.what == "tiles":
+        tiles(args, width, height)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if args.what == "memory":
