@@ -57,6 +57,27 @@ def test_layernorm_per_pixel_over_channels(kind: str) -> None:
         LayerNorm(dim=6, layernorm_type="Other")
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_rdb_stacked_contributions_equal_dense_concatenation(bias: bool) -> None:
+    from fmanetpp_cli.models.layers import RDB
+
+    torch.manual_seed(5)
+    rdb = RDB(dim=10, growth_rate=4, num_dense_layer=3, bias=bias)
+    x = torch.randn(3, 10, 6, 7)
+    direct = rdb.conv(rdb.layer(x)) + x  # the official formulation: dense layers concatenate their input
+    torch.testing.assert_close(rdb(x), direct, rtol=1e-5, atol=1e-5)
+    x5 = rearrange(x, "(b t) c h w -> b c t h w", t=3)
+    torch.testing.assert_close(
+        rdb(x5), rearrange(direct, "(b t) c h w -> b c t h w", t=3), rtol=1e-5, atol=1e-5
+    )
+    assert [tuple(layer.conv.weight.shape) for layer in rdb.layer] == [
+        (4, 10, 1, 3, 3),
+        (4, 14, 1, 3, 3),
+        (4, 18, 1, 3, 3),
+    ]
+    assert (rdb.layer[0].conv.bias is not None) == bias and rdb.conv.bias is not None
+
+
 def test_rrdb_running_fusion_equals_concatenation() -> None:
     torch.manual_seed(2)
     block = RRDB(dim=8, num_rdb=3, growth_rate=4, num_dense_layer=2, bias=True)

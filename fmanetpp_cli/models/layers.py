@@ -168,8 +168,42 @@ class RDB(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """Shapes: x ``[N, dim, H, W]`` -> ``[N, dim, H, W]``."""
-        return self.conv(self.layer(x)) + x
+        """Dense layers, fusion, skip.
+
+        Computed without re-concatenating the growing input of every dense layer: a convolution over a
+        concatenation is the sum of convolutions over its parts, so each part (the block input, then
+        each layer's output) is convolved once with the slices of *all* later layers' kernels stacked
+        along the output channels. This gives wider convolutions (e.g. 90 -> 72 channels instead of four
+        90+ -> 18 ones), which run markedly faster on CPU, and skips the copies; same result up to float
+        rounding.
+
+        Shapes:
+            x: ``[N, dim, H, W]`` (or ``[B, dim, T, H, W]``, folded internally).
+            return: same as ``x``.
+        """
+        if x.ndim == 5:
+            T = x.shape[2]
+            out = self.forward(rearrange(x, "b c t h w -> (b t) c h w"))
+            return rearrange(out, "(b t) c h w -> b c t h w", t=T)  # [B, dim, T, H, W]
+        convs: list[FrameConv3d] = [layer.conv for layer in self.layer]  # type: ignore[misc]
+        L = len(convs)
+        G = convs[0].out_channels if L else 0
+        parts = [x]
+        contribs: list[Tensor] = []  # contribs[j]: part j convolved with the kernels of layers j..L-1
+        lo = 0
+        for p in range(L):
+            hi = lo + parts[p].shape[1]
+            weight = torch.cat([convs[i].weight[:, lo:hi, 0] for i in range(p, L)])  # [(L-p)*G, c_p, 3, 3]
+            bias = None
+            if p == 0 and convs[0].bias is not None:
+                bias = torch.cat([c.bias for c in convs])  # type: ignore[misc]
+            contribs.append(F.conv2d(parts[p], weight, bias, padding=1))  # [N, (L-p)*G, H, W]
+            pre = contribs[0][:, p * G : (p + 1) * G]
+            for j in range(1, p + 1):
+                pre = pre + contribs[j][:, (p - j) * G : (p - j + 1) * G]
+            parts.append(F.leaky_relu(pre, 0.2))  # [N, G, H, W]
+            lo = hi
+        return self.conv(torch.cat(parts, dim=1)) + x
 
 
 class RRDB(nn.Module):
