@@ -315,6 +315,23 @@ def with_attachment(path: Path, name: str = "font.ttf", data: bytes = b"not real
     return target
 
 
+def repeated_pts_clip(folder: Path, name: str = "repeated_pts.mkv") -> Path:
+    """FFV1 (intra only) Matroska where frame 5 carries frame 4's timestamp, as damaged files do."""
+    clean = make_clip(folder / f"clean_{name}", frames=10, codec="ffv1")
+    path = folder / name
+    with av.open(str(clean)) as src, av.open(str(path), "w") as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        previous = None
+        for i, packet in enumerate(p for p in src.demux(video=0) if p.size):
+            if i == 5 and previous is not None:
+                packet.pts = packet.dts = previous
+            previous = packet.pts
+            packet.stream = out
+            dst.mux(packet)
+    clean.unlink()
+    return path
+
+
 def audio_only_clip(folder: Path, name: str = "audio_only.m4a") -> Path:
     """An mp4/m4a file with an AAC track and no video stream."""
     return make_clip(folder / name, frames=0, audio=[AudioSpec()])

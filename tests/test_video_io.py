@@ -234,6 +234,17 @@ def test_reader_truncated_file_raises(tmp_path: Path) -> None:
     assert str(path) in str(exc.value) and "of 40 frames" in str(exc.value)
 
 
+def test_reader_retimes_a_repeated_timestamp(tmp_path: Path) -> None:
+    path = media.repeated_pts_clip(tmp_path)
+    with VideoReader(path) as reader:
+        frames = list(reader)
+    assert len(frames) == 10 and reader.retimed == 1  # no frame dropped
+    pts = [f.pts for f in frames]
+    assert all(b > a for a, b in zip(pts, pts[1:], strict=False))
+    _, result = passthrough(path, tmp_path / "retimed.mkv")
+    assert result.frames == 10
+
+
 def test_reader_single_frame(tmp_path: Path) -> None:
     with VideoReader(media.single_frame_clip(tmp_path)) as reader:
         frames = list(reader)

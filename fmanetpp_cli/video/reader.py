@@ -102,6 +102,7 @@ class VideoReader:
         self.end = end
         self.threads = threads
         self.frames_read = 0
+        self.retimed = 0  # frames whose pts did not increase and were moved one frame after the last
         self._container: Any = None
         self._iterating = False
         self._file_reached = 0.0  # end time (s) of the latest packet of any stream seen so far
@@ -187,6 +188,13 @@ class VideoReader:
             for frame in stream.decode(packet):
                 # Some raw streams carry no pts; number such frames by the nominal rate.
                 pts = frame.pts if frame.pts is not None else (0 if prev_pts is None else prev_pts + step)
+                if prev_pts is not None and pts <= prev_pts:
+                    # A damaged or concatenated file repeats or rewinds a timestamp. Keep the frame (an
+                    # encoder needs increasing times) one nominal frame after the previous one.
+                    self.retimed += 1
+                    if self.retimed == 1:
+                        _logger.warning("%s: frame pts %d is not after %d; retimed", self.path, pts, prev_pts)
+                    pts = prev_pts + step
                 prev_pts = pts
                 if start_pts is not None and pts < start_pts:
                     continue
