@@ -64,7 +64,7 @@ def _audio_settings(codec: str, source: Any) -> dict[str, Any]:
         rate = min(higher) if higher else max(rates)
     formats = [f.name for f in (enc.audio_formats or [])]
     fmt = formats[0] if formats else "fltp"
-    scratch = av.codec.CodecContext.create(codec, "w")
+    scratch: Any = av.codec.CodecContext.create(codec, "w")
     scratch.sample_rate = rate
     scratch.layout = source.layout
     scratch.format = fmt
@@ -187,7 +187,7 @@ class AuxCopier:
         # The source decoder is not open yet, so its own ASS header is not known here.
         header = s.codec_context.subtitle_header or ASS_HEADER
         try:
-            scratch = av.codec.CodecContext.create(target, "w")  # a stream added cannot be taken back
+            scratch: Any = av.codec.CodecContext.create(target, "w")  # a stream added cannot be taken back
             scratch.subtitle_header = header
             scratch.time_base = Fraction(1, 1000)
             scratch.open()
@@ -228,7 +228,7 @@ class AuxCopier:
             self._set_chapters()
 
     def _set_chapters(self) -> None:
-        chapters = []
+        chapters: list[dict[str, Any]] = []
         offset = Fraction(self._start) if self._start is not None else Fraction(0)
         end = Fraction(self._end) if self._end is not None else None
         for ch in self._src.chapters():

@@ -339,7 +339,8 @@ def probe(path: PathLike) -> VideoInfo:
 def _hdr_from_frame(frame: av.VideoFrame) -> HdrMetadata | None:
     """Read AVMasteringDisplayMetadata / AVContentLightMetadata from a decoded frame's side data."""
     found: dict[str, Any] = {}
-    for sd in frame.side_data:
+    side_data: Any = frame.side_data  # iterates SideData buffers (PyAV's stub says str keys)
+    for sd in side_data:
         kind = getattr(sd.type, "name", str(sd.type))
         raw = bytes(sd)
         if kind == "MASTERING_DISPLAY_METADATA" and len(raw) >= 88:

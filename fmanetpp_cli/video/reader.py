@@ -225,8 +225,8 @@ class VideoReader:
             return
         if info.file_end is None:
             return
-        length = info.file_end - info.start_time
-        slack = float(2 * self.frame_duration) + 0.01 * max(length, 0.0)
+        seconds = info.file_end - info.start_time
+        slack = float(2 * self.frame_duration) + 0.01 * max(seconds, 0.0)
         if self._file_reached < info.file_end - slack:
             raise VideoDecodeError(
                 f"{self.path}: the data ends at {self._file_reached:.3f} s but the file declares "

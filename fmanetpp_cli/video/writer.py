@@ -450,7 +450,7 @@ class VideoWriter:
             raise VideoWriteError(f"{self.output}: the written file cannot be read back ({e})") from e
         try:
             vs = container.streams.video[0]
-            tb = Fraction(vs.time_base)
+            tb = Fraction(vs.time_base or self.time_base)
             pts_list = sorted(p.pts for p in container.demux(vs) if p.size > 0 and p.pts is not None)
             ctx = vs.codec_context
             got_pix_fmt = ctx.pix_fmt or self.pix_fmt
