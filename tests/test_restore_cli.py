@@ -401,6 +401,30 @@ def test_cli_truncated_output_never_left(
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == [src.name]
 
 
+def test_encoder_failure_surfaces_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Encoding runs on a worker thread: its error reaches the caller and both outputs are removed."""
+    import fmanetpp_cli.pipeline.runner as runner
+    from fmanetpp_cli.errors import VideoWriteError
+
+    real_write = runner.VideoWriter.write
+
+    def flaky(self: object, image: np.ndarray, pts: int) -> None:
+        if pts >= 3:
+            raise VideoWriteError("disk full (simulated)")
+        real_write(self, image, pts)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner.VideoWriter, "write", flaky)
+    src = cfr_clip(tmp_path, frames=10)
+    with pytest.raises(VideoWriteError, match="disk full"):
+        restore_video(
+            src,
+            tmp_path / "out.mp4",
+            RestoreOptions(chunk=3, tile=0, compare=tmp_path / "c.mp4"),
+            ToyWindow(3),
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Real footage
 

@@ -1,7 +1,8 @@
 """The streaming restore loop: reader -> scene cuts -> temporal chunks -> (tiles) -> model -> writer.
 
 ``restore_video`` is the one library call behind ``fmanetpp restore``. It decodes in-process (PyAV,
-threaded), holds at most one chunk of decoded frames plus the encoder's queue, writes each restored frame
+threaded), holds at most one chunk of decoded frames plus a short encode queue (encoding runs on a worker
+thread, overlapping the next chunk's forward pass), writes each restored frame
 with its source timestamp (so N frames in give N frames out, in order, with the same timing, variable
 frame rate included), copies audio / subtitles / metadata through the video layer, and commits the output
 atomically. Memory is bounded by the chunk and tile sizes, never by the video's length.
@@ -9,7 +10,10 @@ atomically. Memory is bounded by the chunk and tile sizes, never by the video's 
 
 from __future__ import annotations
 
+import functools
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -149,6 +153,58 @@ def fit_chunk(chunk: int, overlap: int, frame_bytes: int, budget: int) -> int:
     return max(2 * overlap + 1, min(chunk, keep + 2 * overlap))
 
 
+class _EncodeThread:
+    """Runs the encoding jobs on one worker thread, in order, so the model does not wait for the encoder.
+
+    PyAV releases the GIL while FFmpeg encodes, so this overlaps x264 with the next chunk's forward pass
+    (most useful on a GPU, where the model is fast). At most ``depth`` frames wait in the queue, which
+    keeps memory bounded. An error in the worker surfaces in the caller's next ``submit`` or in ``close``.
+    Leaving the ``with`` block on an exception drops the queued jobs and joins the worker, before the
+    writers are aborted.
+    """
+
+    def __init__(self, depth: int = 4) -> None:
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._cancel = False
+        self._thread = threading.Thread(target=self._work, name="fmanetpp-encode", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if self._error is None and not self._cancel:
+                try:
+                    job()
+                except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+                    self._error = e
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Queue one job (blocks while the queue is full); re-raises an earlier job's error."""
+        self._check()
+        self._jobs.put(job)
+
+    def close(self) -> None:
+        """Wait until every queued job has run; re-raise the first error."""
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        self._check()
+
+    def __enter__(self) -> _EncodeThread:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is not None:
+            self._cancel = True
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+
+
 class _CompareWriter:
     """Writes ``bicubic | restored`` side by side, for judging a restore at a glance."""
 
@@ -260,15 +316,20 @@ def restore_video(
             # After the writers: an existing output fails fast, before the memory probe runs the model.
             restorer.tile = restorer.choose_tile(chunk_len, budget // 2)
 
+        encoder = stack.enter_context(_EncodeThread())  # exits before the writers (LIFO)
+
+        def encode(source: np.ndarray, image: np.ndarray, pts: int) -> None:
+            writer.write(image, pts)
+            if compare is not None:
+                compare.write(source, image, pts)
+
         def run(chunk: Chunk) -> None:
             nonlocal done
             images = [buffer[i].image for i in chunk.frames]
             restored = restorer.restore(images, chunk.offset, chunk.num_kept)
             for j, image in enumerate(restored):
                 frame = buffer[chunk.keep_start + j]
-                writer.write(image, frame.pts)
-                if compare is not None:
-                    compare.write(frame.image, image, frame.pts)
+                encoder.submit(functools.partial(encode, frame.image, image, frame.pts))
                 done += 1
                 if on_progress is not None:
                     on_progress(done, total)
@@ -290,6 +351,7 @@ def restore_video(
         for chunk in planner.finish():
             run(chunk)
         buffer.clear()
+        encoder.close()
         result = writer.commit()
         if compare is not None:
             compare.writer.commit()
