@@ -174,6 +174,20 @@ def test_colour_matrix_and_range_round_trip(
     assert psnr(again, img, peak) > 45
 
 
+@pytest.mark.parametrize(
+    ("width", "pix_fmt"), [(40, "yuv420p"), (40, "yuv420p10le"), (200, "yuv422p"), (33, "yuv444p")]
+)
+def test_reader_every_column_at_awkward_widths(tmp_path: Path, width: int, pix_fmt: str) -> None:
+    """Widths that are not multiples of 16: FFmpeg 8's 4:2:0 -> gbrp path garbled the last columns."""
+    high = "10" in pix_fmt
+    src = media.make_clip(tmp_path / "w.mkv", frames=2, width=width, height=8, codec="ffv1", pix_fmt=pix_fmt)
+    with VideoReader(src) as reader:
+        img = next(iter(reader)).image
+    ref = media.pattern(0, 8, width, high=high)
+    per_column = np.abs(img.astype(np.float64) - ref).mean(axis=(0, 2)) / (65535 if high else 255)
+    assert per_column.max() < 0.03, per_column.round(3)
+
+
 def test_reader_time_range_is_accurate(tmp_path: Path) -> None:
     path = media.make_clip(tmp_path / "gop.mp4", frames=20, options={"g": "8"})
     with VideoReader(path, start=0.3, end=0.5) as reader:

@@ -1,6 +1,6 @@
 """Pixel conversion between decoded/encoded YUV frames and the numpy RGB arrays the pipeline sees.
 
-Two traps in PyAV 16.1 / FFmpeg 8 shape this module (both measured, see tests/test_video_io.py):
+Three traps in PyAV 16.1 / FFmpeg 8 shape this module (all measured, see tests/test_video_io.py):
 
 - ``VideoFrame.reformat`` only hands the colour matrix and range to swscale when the source and
   destination values differ. Otherwise swscale keeps its defaults (BT.601 matrix, range from the pixel
@@ -8,6 +8,8 @@ Two traps in PyAV 16.1 / FFmpeg 8 shape this module (both measured, see tests/te
   For an RGB side the matrix is irrelevant, so we give it a different one to force the call.
 - Packed ``rgb48le`` to/from ``yuv420p10le`` produces wrong colours (mean error > 5000 / 65535 on a
   smooth ramp); planar ``gbrp16le`` is correct, so reading goes through planar RGB.
+- 4:2:0 straight to ``gbrp`` garbles the last ``width mod 16`` columns (found by the pipeline's
+  identity test at width 40), so subsampled frames are first brought to 4:4:4 YUV.
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ def _range(color_range: int) -> str:
     return "JPEG" if int(color_range) == 2 else "MPEG"
 
 
+def _subsampled(fmt: av.VideoFormat) -> bool:
+    """True for YUV formats whose chroma planes are smaller than the luma plane (4:2:0, 4:2:2, ...)."""
+    comps = fmt.components
+    if fmt.is_rgb or len(comps) < 3:
+        return False
+    return comps[1].width < comps[0].width or comps[1].height < comps[0].height
+
+
 def frame_to_array(frame: av.VideoFrame, high_bit_depth: bool) -> np.ndarray:
     """Convert a decoded frame to ``[H, W, 3]`` full-range RGB, uint8 (or uint16 full scale).
 
@@ -42,8 +52,14 @@ def frame_to_array(frame: av.VideoFrame, high_bit_depth: bool) -> np.ndarray:
     come out with correct colours.
     """
     src = _matrix(int(frame.colorspace))
-    fmt_name = frame.format.name
-    full = int(frame.color_range) == 2 or fmt_name.startswith("yuvj")
+    fmt = frame.format
+    full = int(frame.color_range) == 2 or fmt.name.startswith("yuvj")
+    if _subsampled(fmt):
+        # Upsample the chroma first (same matrix and range: a YUV -> YUV identity apart from size).
+        # swscale's direct 4:2:0 -> gbrp path leaves the last (width mod 16) columns undefined in
+        # FFmpeg 8 (measured: errors up to 80 % of full scale at widths 40 and 1000).
+        wide = "yuvj444p" if fmt.name.startswith("yuvj") else ("yuv444p16le" if high_bit_depth else "yuv444p")
+        frame = frame.reformat(format=wide)
     rgb = frame.reformat(
         format="gbrp16le" if high_bit_depth else "gbrp",
         src_colorspace=src,
