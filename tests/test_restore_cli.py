@@ -166,11 +166,20 @@ def test_multitrack_audio_and_subtitles_survive(tmp_path: Path) -> None:
     assert report.write.subtitles_copied == 2
 
 
-@pytest.mark.parametrize("model", [ToyWindow(3), ToySequence(radius=2)], ids=["window", "sequence"])
-def test_single_frame_clip(tmp_path: Path, model: torch.nn.Module) -> None:
+@pytest.mark.parametrize("name", ["toy-window", "toy-sequence", "fmanet-small-a", "fmanetpp-tiny"])
+def test_single_frame_clip(tmp_path: Path, name: str) -> None:
+    from fmanetpp_cli.models import create_model, list_models
+
+    if name.startswith("toy"):
+        model: torch.nn.Module = ToyWindow(3) if name == "toy-window" else ToySequence(radius=2)
+    elif name in list_models():
+        torch.manual_seed(0)
+        model = create_model(name)
+    else:
+        pytest.skip(f"preset {name} not available")
     out = tmp_path / "out.mp4"
     report = restore_video(single_frame_clip(tmp_path), out, RestoreOptions(tile=0), model)
-    assert report.frames == 1 and len(_video_pts(out)) == 1
+    assert report.frames == 1 and len(_video_pts(out)) == 1 and probe(out).width == 4 * 64
 
 
 def test_rotation_is_carried_over(tmp_path: Path) -> None:
