@@ -441,3 +441,15 @@ def test_real_presets_bf16_close_to_fp32(name: str) -> None:
     bf16 = ChunkRestorer(model, height=12, width=12, device=cpu, dtype=torch.bfloat16)
     low = bf16.restore(frames, offset, count)
     assert max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(fp32, low, strict=True)) <= 4
+
+
+def test_pipeline_imports_no_cli_or_hub_library() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fmanetpp_cli.pipeline\n"
+        "print(','.join(m for m in ('typer', 'rich', 'huggingface_hub') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
