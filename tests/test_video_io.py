@@ -486,6 +486,21 @@ def test_writer_time_range_starts_at_zero_and_cuts_audio(tmp_path: Path) -> None
     assert probe(tmp_path / "offgrid.mp4").duration == pytest.approx(0.2)
 
 
+def test_writer_time_range_cuts_subtitles_and_chapters(tmp_path: Path) -> None:
+    src = media.multitrack_clip(tmp_path)  # cues [0, 0.24) and [0.24, 0.48); chapters at 0 and 0.2
+    out = tmp_path / "cut.mkv"
+    _, result = passthrough(src, out, start=0.12, end=0.4)
+    assert result.frames == 7  # 0.12 .. 0.36
+    cues = [(round(t, 3), round(d, 3), text) for text, t, d in packets(out, "subtitles")]
+    # The first cue is on screen at 0.12: kept, moved to 0 and shortened; the second one shifted.
+    assert cues == [(0.0, 0.12, b"cue 0 of track 0"), (0.12, 0.24, b"cue 1 of track 0")]
+    chapters = probe(out).chapters
+    assert [(c.title, round(c.start, 3), round(c.end, 3)) for c in chapters] == [
+        ("Opening", 0.0, 0.08),
+        ("Ending", 0.08, 0.28),
+    ]
+
+
 def test_writer_webm_transcodes_what_webm_cannot_hold(tmp_path: Path) -> None:
     """WebM takes only Opus/Vorbis audio and WebVTT text: AAC 48 kHz and FLAC 44.1 kHz become Opus
     (48 kHz, the only rates Opus has), SubRip becomes WebVTT, each with one warning."""

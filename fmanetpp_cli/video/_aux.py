@@ -285,7 +285,8 @@ class AuxCopier:
         if route is None or packet.size == 0:
             return  # flush packets carry no data
         if t is not None:
-            if self._start is not None and t < self._start - 1e-6:
+            before = self._start is not None and t < self._start - 1e-6
+            if before and not self._clip_cue_start(packet, route, t):
                 return
             if self._end is not None and t >= self._end:
                 return
@@ -298,6 +299,20 @@ class AuxCopier:
                 self._transcode_audio(route, frame)
         else:
             self._convert_subtitle(route, packet)
+
+    def _clip_cue_start(self, packet: Any, route: _Route, t: float) -> bool:
+        """A subtitle cue that starts before the range but is still on screen at its start is kept,
+        moved to the start and shortened. Returns False for packets to drop (audio, finished cues)."""
+        if route.src.type != "subtitle" or not packet.duration or self._start is None:
+            return False
+        tb = Fraction(packet.time_base)
+        late = round((Fraction(self._start) - Fraction(t)) / tb)
+        if late >= packet.duration:
+            return False
+        packet.pts = (packet.pts if packet.pts is not None else packet.dts) + late
+        packet.dts = packet.pts
+        packet.duration = packet.duration - late
+        return True
 
     def _shift(self, packet: Any, tb: Fraction) -> None:
         if not self._start:
