@@ -309,6 +309,7 @@ def test_cli_passes_options(
     src = cfr_clip(tmp_path, frames=2)
     argv = ["restore", str(src), str(tmp_path / "o.mkv"), "--scale", "2", "--chunk", "9", "--overlap", "3"]
     argv += ["--tile", "128", "--device", "cpu", "--precision", "bf16", "--scene-detect", "--start", "0:01"]
+    argv += ["--scene-threshold", "0.3"]
     argv += ["--end", "2.5", "--codec", "libx265", "--crf", "22", "--overwrite", "-q"]
     argv += ["--memory-budget", "1G"]
     assert _run(argv, capsys)[0] == 0
@@ -316,7 +317,8 @@ def test_cli_passes_options(
     assert (opts.scale, opts.chunk, opts.overlap, opts.tile, opts.device, opts.precision) == (
         2.0, 9, 3, 128, "cpu", "bf16"
     )  # fmt: skip
-    assert opts.scene_detect and opts.start == 1.0 and opts.end == 2.5 and opts.overwrite
+    assert opts.scene_detect and opts.scene_threshold == 0.3 and opts.overwrite
+    assert opts.start == 1.0 and opts.end == 2.5
     assert opts.memory_budget == 1 << 30 and opts.encode.codec == "libx265" and opts.encode.crf == 22
     assert isinstance(model, ToySequence)
 

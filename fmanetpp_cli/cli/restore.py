@@ -261,6 +261,13 @@ def restore_command(
     scene_detect: Annotated[
         bool, typer.Option("--scene-detect", help="Reset the temporal context at hard cuts.")
     ] = False,
+    scene_threshold: Annotated[
+        float,
+        typer.Option(
+            "--scene-threshold",
+            help="Colour-histogram change (0-1) above which --scene-detect sees a cut; lower finds more.",
+        ),
+    ] = 0.5,
     start: Annotated[
         str | None,
         typer.Option(
@@ -341,6 +348,7 @@ def restore_command(
         device=device,
         precision=precision,
         scene_detect=scene_detect,
+        scene_threshold=scene_threshold,
         start=parse_time(start, "--start"),
         end=parse_time(end, "--end"),
         compare=default_compare_path(output) if compare else None,

@@ -269,6 +269,8 @@ def restore_video(
         tile_overlap=opts.tile_overlap,
     )
     warnings: list[str] = []
+    if restorer.window and opts.overlap is not None and opts.overlap != overlap:
+        warnings.append(f"--overlap is ignored by window models (they always use num_seq // 2 = {overlap})")
     if not exact:
         warnings.append(
             f"--overlap {overlap} is below the model's temporal radius {restorer.traits.temporal_radius}: "
