@@ -332,6 +332,25 @@ def repeated_pts_clip(folder: Path, name: str = "repeated_pts.mkv") -> Path:
     return path
 
 
+def with_data_stream(folder: Path, name: str = "telemetry.ts") -> Path:
+    """MPEG-TS with a video stream and a generic data stream (as cameras store telemetry)."""
+    src = make_clip(folder / f"plain_{name}.mkv", frames=4)
+    path = folder / name
+    with av.open(str(src)) as s, av.open(str(path), "w") as out:
+        video = out.add_stream_from_template(s.streams.video[0])
+        data = out.add_data_stream()
+        for i, packet in enumerate(p for p in s.demux(video=0) if p.size):
+            packet.stream = video
+            out.mux(packet)
+            extra = av.Packet(b"telemetry %d" % i)
+            extra.pts = extra.dts = i * 40
+            extra.time_base = Fraction(1, 1000)
+            extra.stream = data
+            out.mux(extra)
+    src.unlink()
+    return path
+
+
 def audio_only_clip(folder: Path, name: str = "audio_only.m4a") -> Path:
     """An mp4/m4a file with an AAC track and no video stream."""
     return make_clip(folder / name, frames=0, audio=[AudioSpec()])

@@ -440,6 +440,13 @@ def test_writer_copy_switches(tmp_path: Path) -> None:
     assert "title" not in info.metadata and result.warnings == []
 
 
+def test_writer_reports_data_streams_it_leaves_out(tmp_path: Path) -> None:
+    src = media.with_data_stream(tmp_path)
+    _, result = passthrough(src, tmp_path / "from_ts.mp4")
+    assert result.frames == 4
+    assert result.warnings == ["data stream 1: not copied (data tracks are not carried over)"]
+
+
 def test_writer_mkv_keeps_attachments(tmp_path: Path) -> None:
     src = media.with_attachment(media.make_clip(tmp_path / "subs.mkv", frames=3, subtitles=["eng"]))
     out = tmp_path / "att_out.mkv"

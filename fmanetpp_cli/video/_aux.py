@@ -117,6 +117,10 @@ class AuxCopier:
         if fmt == "matroska" and options.copy_subtitles:
             for s in self._src.streams.attachments:
                 self._add_attachment(s)
+        for s in self._src.streams.data:
+            # Telemetry, timecode and similar tracks: muxers rarely take them (mp4/mkv refuse a generic
+            # data track at header time, which would fail the whole file), so they are left out.
+            self.warn(f"data stream {s.index}: not copied (data tracks are not carried over)")
         streams = [r.src for r in self._routes.values()]
         self._iter: Iterator[Any] | None = iter(self._src.demux(*streams)) if streams else None
         self._next: Any = None
