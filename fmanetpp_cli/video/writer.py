@@ -443,7 +443,7 @@ class VideoWriter:
         return self._result
 
     def _verify(self) -> WriteResult:
-        """Re-open the temporary file and check the video packets' count and timestamps."""
+        """Re-open the temporary file: the video packets' count and timestamps, and the audio streams."""
         try:
             container = av.open(str(self.tmp_path), mode="r", format=self.format)
         except (av.error.FFmpegError, OSError) as e:
@@ -454,10 +454,18 @@ class VideoWriter:
             pts_list = sorted(p.pts for p in container.demux(vs) if p.size > 0 and p.pts is not None)
             ctx = vs.codec_context
             got_pix_fmt = ctx.pix_fmt or self.pix_fmt
+            audio_streams = len(container.streams.audio)
         except (av.error.FFmpegError, IndexError) as e:
             raise VideoWriteError(f"{self.output}: the written file cannot be read back ({e})") from e
         finally:
             container.close()
+        aux = self._aux
+        expected_audio = aux.audio_copied + aux.audio_transcoded if aux is not None else 0
+        if audio_streams != expected_audio:
+            raise VideoWriteError(
+                f"{self.output}: verification failed, {audio_streams} audio streams in the file but "
+                f"{expected_audio} were written"
+            )
         if len(pts_list) != self.frames_written:
             raise VideoWriteError(
                 f"{self.output}: verification failed, {len(pts_list)} frames in the file but "
