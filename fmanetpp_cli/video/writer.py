@@ -61,6 +61,8 @@ class WriteResult:
         chapters: chapters written.
         size_bytes: size of the output file.
         warnings: one line per thing that could not be carried over as is.
+        start_shift: seconds the muxer moved every stream by (Matroska/WebM cannot store negative
+            times, so AAC/Opus priming shifts the whole file a little; sync is unchanged).
     """
 
     path: Path
@@ -76,6 +78,7 @@ class WriteResult:
     chapters: int = 0
     size_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
+    start_shift: float = 0.0
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -483,10 +486,9 @@ class VideoWriter:
                     f"{self.output}: verification failed, frame {i} is at {got_t:.6f} s "
                     f"instead of {want_t:.6f} s (from the first frame)"
                 )
-        self.start_shift = float(got0 - want0)
+        start_shift = float(got0 - want0)
         last = self._written_pts[-1] + (self._last_duration or 0)
         duration = float((last - self._written_pts[0]) * self.time_base)
-        aux = self._aux
         w, h = self._enc_size
         return WriteResult(
             path=self.output,
@@ -501,6 +503,7 @@ class VideoWriter:
             subtitles_copied=aux.subtitles_copied if aux else 0,
             chapters=aux.chapters_written if aux else 0,
             size_bytes=self.tmp_path.stat().st_size,
+            start_shift=start_shift,
             warnings=list(self.warnings),
         )
 
