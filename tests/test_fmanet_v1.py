@@ -225,3 +225,31 @@ def test_banded_residual_branch_equals_whole(monkeypatch: pytest.MonkeyPatch) ->
     assert whole.shape == (1, 3, 52, 28)
     torch.testing.assert_close(banded, whole, rtol=1e-5, atol=1e-6)
     assert (short - whole).abs().max() > 1e-4
+
+
+def test_fused_kernel_convs_equal_two_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test path: Net_D's last kernel conv composed with Net_R's first d_conv equals the two convs."""
+    import fmanetpp_cli.models.fmanet as fm
+
+    torch.manual_seed(6)
+    model = FMANet(PRESETS["fmanet-small-a"]).eval()
+    net_d, net_r = model.degradation_learning_network, model.restoration_network
+    hidden = torch.randn(3, 18, 7, 9)
+    with torch.no_grad():
+        fused = model._fused_kernel_features(hidden)
+        two_step = net_r.encode_kernels(net_d.d_conv[2](hidden))
+        torch.testing.assert_close(fused, two_step, rtol=1e-5, atol=1e-5)
+        # the border ring really needs its recomputation: the plain composed conv differs there
+        composed = fm._compose_kernels(net_r.d_conv[0].weight, net_d.d_conv[2].weight[:, :, 0])
+        plain = fm._temporal_conv_weight(hidden, composed, None, (1, 2, 2), 3)
+        exact = fm._temporal_conv(net_r.d_conv[0], net_d.d_conv[2](hidden), 3)
+        torch.testing.assert_close(plain[:, :, 1:-1, 1:-1], exact[:, :, 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
+        assert (plain[:, :, 0] - exact[:, :, 0]).abs().max() > 1e-3
+
+        x = torch.rand(1, 3, 3, 6, 5)
+        assert model._can_fuse_kernels(x)
+        fast = model(x)
+        monkeypatch.setattr(FMANet, "_can_fuse_kernels", lambda self, x: False)
+        slow = model(x)
+    for key in fast:
+        torch.testing.assert_close(fast[key], slow[key], rtol=1e-5, atol=1e-5)

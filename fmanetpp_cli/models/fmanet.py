@@ -183,10 +183,17 @@ def _temporal_conv(conv: nn.Conv3d, frames: Tensor, T: int) -> Tensor:
         frames: ``[B*T, C_in, H, W]``.
         return: ``[B*T, C_out, H, W]``.
     """
-    w = conv.weight  # [O, I, kt, kh, kw]
-    O, kt, pt = w.shape[0], w.shape[2], conv.padding[0]
-    stacked = rearrange(w, "o i d kh kw -> (d o) i kh kw")
-    y = F.conv2d(frames, stacked, padding=conv.padding[1:])  # [B*T, kt*O, H, W]
+    return _temporal_conv_weight(frames, conv.weight, conv.bias, tuple(conv.padding), T)  # type: ignore[arg-type]
+
+
+def _temporal_conv_weight(
+    frames: Tensor, weight: Tensor, bias: Tensor | None, padding: tuple[int, int, int], T: int
+) -> Tensor:
+    """:func:`_temporal_conv` with an explicit ``[O, I, kt, kh, kw]`` weight and ``(pt, ph, pw)`` padding."""
+    O, kt = weight.shape[0], weight.shape[2]
+    pt = padding[0]
+    stacked = rearrange(weight, "o i d kh kw -> (d o) i kh kw")
+    y = F.conv2d(frames, stacked, padding=padding[1:])  # [B*T, kt*O, H, W]
     y = y.unflatten(0, (-1, T)).unflatten(2, (kt, O))  # [B, T, kt, O, H, W]
     out = y[:, :, pt].clone()  # [B, T, O, H, W]
     for d in range(kt):
@@ -197,9 +204,30 @@ def _temporal_conv(conv: nn.Conv3d, frames: Tensor, T: int) -> Tensor:
             out[:, : T - shift] += y[:, shift:, d]
         else:
             out[:, -shift:] += y[:, : T + shift, d]
-    if conv.bias is not None:
-        out += conv.bias.view(1, 1, O, 1, 1)
+    if bias is not None:
+        out += bias.view(1, 1, O, 1, 1)
     return _nhwc(out.flatten(0, 1))  # [B*T, O, H, W]
+
+
+def _compose_kernels(outer: Tensor, inner: Tensor) -> Tensor:
+    """The kernel of ``outer`` (a ``kt x 3 x 3`` Conv3d) applied after ``inner`` (a per-frame ``3 x 3`` conv).
+
+    Two linear convolutions in a row are one convolution whose kernel is the (full) convolution of the
+    two kernels, contracted over the middle channels; computed in float64 and cast back.
+
+    Shapes:
+        outer: ``[O, M, kt, 3, 3]``; inner: ``[M, I, 3, 3]``.
+        return: ``[O, I, kt, 5, 5]``.
+    """
+    o64, i64 = outer.double(), inner.double()
+    O, _, kt, ka, kb = outer.shape
+    fused = o64.new_zeros(O, inner.shape[1], kt, ka + inner.shape[2] - 1, kb + inner.shape[3] - 1)
+    for a in range(ka):
+        for b in range(kb):
+            fused[:, :, :, a : a + inner.shape[2], b : b + inner.shape[3]] += torch.einsum(
+                "omt,micd->oitcd", o64[:, :, :, a, b], i64
+            )
+    return fused.to(outer.dtype)
 
 
 def _repeat_frames(x: Tensor, T: int) -> Tensor:
@@ -431,6 +459,23 @@ class NetD(nn.Module):
             return: ``[B*T, dim, H, W]``, ``[B*T, k_d*k_d, H, W]``, ``[B*T, 3, H, W]``,
             ``[B*T, 3*num_flow, H, W]``, ``[B*T, 3, H, W]``.
         """
+        feat, fw, f = self.trunk(frames)
+        kd = self.d_conv[2](self.kernel_hidden(fw))  # [B*T, k_d^2, H, W]
+        if not with_y_heads:
+            empty = frames.new_empty(0)
+            return feat, kd, empty, f, empty
+        return feat, kd, self.f_conv(f), f, self.a_conv(feat)
+
+    def trunk(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Feature extraction and the FRMA blocks.
+
+        Returns:
+            ``(feat, fw, f)``: per-frame features, the fused warped features, the multi-flow-masks.
+
+        Shapes:
+            frames: ``[B*T, 3, H, W]``.
+            return: ``[B*T, dim, H, W]``, ``[B, dim, H, W]``, ``[B*T, 3*num_flow, H, W]``.
+        """
         T = self.num_seq
         feat = self.feature_extractor(frames)  # [B*T, dim, H, W]
         centre = _nhwc(feat.unflatten(0, (-1, T))[:, T // 2])  # [B, dim, H, W]
@@ -439,11 +484,17 @@ class NetD(nn.Module):
         for blk in self.FRMA_blocks:
             feat, fw, f = blk(feat, fw, f, centre)
         assert fw is not None and f is not None  # num_frma >= 1
-        kd = self.d_conv(_nhwc(rearrange(fw, "b (c t) h w -> (b t) c h w", t=T)))  # [B*T, k_d^2, H, W]
-        if not with_y_heads:
-            empty = frames.new_empty(0)
-            return feat, kd, empty, f, empty
-        return feat, kd, self.f_conv(f), f, self.a_conv(feat)
+        return feat, fw, f
+
+    def kernel_hidden(self, fw: Tensor) -> Tensor:
+        """The hidden layer of the degradation-kernel head (``d_conv`` up to its last conv).
+
+        Shapes:
+            fw: ``[B, dim, H, W]`` (channels ``c*T + t``).
+            return: ``[B*T, dim, H, W]``.
+        """
+        fw = _nhwc(rearrange(fw, "b (c t) h w -> (b t) c h w", t=self.num_seq))  # [B*T, dim/T, H, W]
+        return self.d_conv[1](self.d_conv[0](fw))
 
 
 class NetR(nn.Module):
@@ -535,17 +586,19 @@ class NetR(nn.Module):
         """
         return self.restore(frames, feat, f, self.encode_kernels(kd))
 
-    def encode_kernels(self, kd: Tensor) -> Tensor:
+    def encode_kernels(self, kd: Tensor, *, first_conv_done: bool = False) -> Tensor:
         """Features of Net_D's degradation kernels (``d_conv``, the 3x3x3 convs that mix frames).
 
         Split from :meth:`restore` so that a caller can drop the large kernel tensor before restoring.
+        With ``first_conv_done``, ``kd`` is already the output of ``d_conv[0]`` (``[B*T, dim, H, W]``).
 
         Shapes:
             kd: ``[B*T, k_d*k_d, H, W]``.
             return: ``[B*T, dim, H, W]``.
         """
-        kd = F.leaky_relu(_temporal_conv(self.d_conv[0], kd, self.num_seq), 0.2)  # [B*T, dim, H, W]
-        return _temporal_conv(self.d_conv[2], kd, self.num_seq)
+        if not first_conv_done:
+            kd = _temporal_conv(self.d_conv[0], kd, self.num_seq)  # [B*T, dim, H, W]
+        return _temporal_conv(self.d_conv[2], F.leaky_relu(kd, 0.2), self.num_seq)
 
     def restore(
         self, frames: Tensor, feat: Tensor, f: Tensor, kd_feat: Tensor
@@ -666,6 +719,46 @@ class FMANet(nn.Module):
         elif c.stage == 1:
             raise InputShapeError("a stage-1 FMA-Net (Net_D only) needs the HR window y")
 
+    def _can_fuse_kernels(self, x: Tensor) -> bool:
+        return (
+            self.stage == 2
+            and self.degradation_learning_network.d_conv[2].bias is None
+            and x.shape[3] >= 4
+            and x.shape[4] >= 4
+        )
+
+    def _fused_kernel_features(self, hidden: Tensor) -> Tensor:
+        """Net_R's degradation features straight from Net_D's kernel-head hidden layer.
+
+        Net_D's last kernel conv (per-frame ``3x3``, ``dim -> k_d^2``) is followed, in the test path, only
+        by Net_R's first ``d_conv`` (``3x3x3``, ``k_d^2 -> dim``). Both are linear, so away from the image
+        border they are one ``3x5x5`` conv ``dim -> dim``: half the arithmetic, and the ``k_d^2``-channel
+        kernel tensor is never built. On the one-pixel border ring the second conv's zero padding differs
+        from the composed conv, so those pixels are recomputed the two-step way from thin strips.
+        (Needs a bias-free Net_D kernel conv and frames of at least 4x4; see ``_can_fuse_kernels``.)
+
+        Shapes:
+            hidden: ``[B*T, dim, H, W]``.
+            return: ``[B*T, dim, H, W]``.
+        """
+        T = self.num_seq
+        inner: FrameConv3d = self.degradation_learning_network.d_conv[2]  # type: ignore[assignment]
+        net_r = self.restoration_network
+        outer: nn.Conv3d = net_r.d_conv[0]  # type: ignore[assignment]
+        fused = _compose_kernels(outer.weight, inner.weight[:, :, 0])  # [dim, dim, kt, 5, 5]
+        pad = (outer.padding[0], 2, 2)
+        out = _temporal_conv_weight(hidden, fused, outer.bias, pad, T)  # [B*T, dim, H, W]
+
+        def two_step(h: Tensor) -> Tensor:
+            return _temporal_conv(outer, inner(_nhwc(h)), T)
+
+        H, W = hidden.shape[2:]
+        out[:, :, :1] = two_step(hidden[:, :, :3])[:, :, :1]
+        out[:, :, -1:] = two_step(hidden[:, :, -3:])[:, :, -1:]
+        out[:, :, :, :1] = two_step(hidden[:, :, :, :3])[:, :, :, :1]
+        out[:, :, :, -1:] = two_step(hidden[:, :, :, -3:])[:, :, :, -1:]
+        return net_r.encode_kernels(out, first_conv_done=True)
+
     def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """Restore the centre frame of a window (and, with ``y``, run the degradation branch).
 
@@ -694,6 +787,15 @@ class FMANet(nn.Module):
             return rearrange(t, "(b t) c h w -> b c t h w", t=T)
 
         frames = _nhwc(rearrange(x, "b c t h w -> (b t) c h w"))  # [B*T, 3, H, W]
+        if y is None and self._can_fuse_kernels(x):
+            # test path: Net_D's kernels feed only Net_R's first conv, so the two convs run as one
+            net_d = self.degradation_learning_network
+            feat, fw, f = net_d.trunk(frames)
+            kd_feat = self._fused_kernel_features(net_d.kernel_hidden(fw))
+            del fw
+            output, lr_warp, anchor_r = self.restoration_network.restore(frames, feat, f, kd_feat)
+            return {"output": output, "lr_warp": unfold(lr_warp), "F_sharp_R": unfold(anchor_r)}
+
         feat, kd, f_y, f, anchor_d = self.degradation_learning_network(frames, with_y_heads=y is not None)
         result: dict[str, Tensor] = {}
         if y is not None:
