@@ -261,6 +261,8 @@ def test_writer_refuses_input_and_existing_output(tmp_path: Path) -> None:
     before = src.read_bytes()
     with pytest.raises(OutputExistsError, match="is the input"):
         VideoWriter(src, source=src, overwrite=True)
+    with pytest.raises(OutputExistsError, match="is the input"):
+        VideoWriter(src, info=probe(src), overwrite=True)  # known only through its info
     link = tmp_path / "same_inode.mp4"
     os.link(src, link)
     with pytest.raises(OutputExistsError, match="is the input"):

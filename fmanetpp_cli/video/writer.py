@@ -8,8 +8,9 @@ are read from a second demuxer on the source and muxed as the video advances, so
 whatever the length of the video.
 
 The file is written to a hidden temporary name beside the output (``.<name>.<random>.part``) and only
-`commit` renames it into place, after re-probing it: the number of video packets and their timestamps
-must match what was written. Any failure removes the temporary file; the source is never touched.
+`commit` renames it into place, after re-probing it: the number of video packets and their timestamps,
+and the number of audio streams, must match what was written. Any failure removes the temporary file;
+the source is never touched.
 """
 
 from __future__ import annotations
@@ -142,8 +143,8 @@ class VideoWriter:
         if info is None and source is not None:
             info = probe(source)
         self.info = info
-        self.source = Path(source) if source is not None else (info.path if info is not None else None)
-        self._check_output(overwrite)
+        self.source = Path(source) if source is not None else None
+        self._check_output(overwrite, self.source or (info.path if info is not None else None))
         self.width = int(width if width is not None else (info.width if info else 0))
         self.height = int(height if height is not None else (info.height if info else 0))
         if self.width <= 0 or self.height <= 0:
@@ -175,9 +176,9 @@ class VideoWriter:
             raise
 
     # -- setup -----------------------------------------------------------------------------------
-    def _check_output(self, overwrite: bool) -> None:
+    def _check_output(self, overwrite: bool, source: Path | None) -> None:
         out = self.output
-        if self.source is not None and _same_file(out, self.source):
+        if source is not None and _same_file(out, source):
             raise OutputExistsError(f"{out}: the output is the input file; choose another output path")
         if out.is_dir():
             raise OutputExistsError(f"{out}: is a folder; give a file name for the output")
