@@ -34,6 +34,19 @@ def test_writer_roundtrip_keeps_pts_and_audio_packets(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
+def test_writer_interleaves_audio_with_video(tmp_path: Path) -> None:
+    """Audio is muxed as the video advances (bounded memory), not appended at the end."""
+    src = media.make_clip(tmp_path / "two_s.mkv", frames=50, audio=[media.AudioSpec()])
+    out = tmp_path / "interleaved.mp4"
+    passthrough(src, out, options=EncodeOptions(preset="ultrafast"))
+    with av.open(str(out)) as c:
+        order = [p.stream.type for p in c.demux() if p.size]
+    last_video = max(i for i, kind in enumerate(order) if kind == "video")
+    audio_positions = [i for i, kind in enumerate(order) if kind == "audio"]
+    assert sum(i < last_video for i in audio_positions) > 0.9 * len(audio_positions)
+    assert min(audio_positions) < len(order) // 10
+
+
 def test_writer_keeps_variable_frame_rate(tmp_path: Path) -> None:
     src = media.vfr_clip(tmp_path)
     for ext in (".mp4", ".mkv", ".mov"):
