@@ -99,26 +99,27 @@ def run_one(model_name: str, size: str, frames: int, repeats: int, threads: int)
 
 
 def profile(model_name: str, size: str, frames: int, threads: int) -> None:
-    """Print where the time goes: self time and self GFLOP per module, block indices merged.
+    """Print where the time goes: self CPU time and self GFLOP per module, block indices merged.
 
-    Modules down to five name levels are timed with forward hooks; a module's *self* share is its time
-    minus that of its timed children (so the rows add up to the whole pass). For an HRBP block the self
+    Modules down to six name levels are timed with forward hooks measuring the process CPU time (robust
+    on a shared machine; with one thread it is the compute time); a module's *self* share is its time
+    minus that of its timed children, so the rows add up to the whole pass. For an HRBP block the self
     share is the neighbour warping plus the concatenations and residual additions around its convs.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     torch, model = _build(model_name, threads)
     x = _input(torch, model, size, frames)
-    timed = {name for name, _ in model.named_modules() if name and name.count(".") <= 4}
+    timed = {name for name, _ in model.named_modules() if name and name.count(".") <= 5}
     inclusive: dict[str, float] = defaultdict(float)
     starts: dict[str, float] = {}
 
     def hooks(name: str) -> tuple[Any, Any]:
         def pre(_mod: Any, _args: Any) -> None:
-            starts[name] = time.perf_counter()
+            starts[name] = time.process_time()
 
         def post(_mod: Any, _args: Any, _out: Any) -> None:
-            inclusive[name] += time.perf_counter() - starts.pop(name)
+            inclusive[name] += time.process_time() - starts.pop(name)
 
         return pre, post
 
@@ -130,9 +131,9 @@ def profile(model_name: str, size: str, frames: int, threads: int) -> None:
     with torch.no_grad():
         model(x)  # warm-up
         inclusive.clear()
-        w0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         model(x)
-        total = time.perf_counter() - w0
+        wall, total = time.perf_counter() - w0, time.process_time() - c0
         measured = dict(inclusive)  # a copy: the counted pass below runs the hooks again
         counter = FlopCounterMode(display=False, depth=None)
         with counter:
@@ -168,10 +169,10 @@ def profile(model_name: str, size: str, frames: int, threads: int) -> None:
     for name, f in self_flops.items():
         merged_f[re.sub(r"\.\d+(?=\.|$)", ".*", name)] += f
     print(
-        f"# profile of {model_name} on {tuple(x.shape)}, {threads} threads: {total:.2f} s wall, "
-        f"{total_flops / 1e9:.1f} GFLOP (one multiply-add = 2)"
+        f"# profile of {model_name} on {tuple(x.shape)}, {threads} threads: {wall:.2f} s wall, "
+        f"{total:.2f} s CPU, {total_flops / 1e9:.1f} GFLOP (one multiply-add = 2)"
     )
-    print("| module (self share, block indices merged) | s | % time | GFLOP | % FLOP |")
+    print("| module (self share, block indices merged) | CPU s | % time | GFLOP | % FLOP |")
     print("|---|---|---|---|---|")
     for name, sec in sorted(merged_t.items(), key=lambda kv: -kv[1]):
         f = merged_f.get(name, 0.0)

@@ -524,13 +524,12 @@ class FMANetPP(nn.Module):
         Args and returned keys: as :meth:`forward` with ``y``, without ``output``.
         """
         self._check_input(x, y, exposure)
-        B, _, T, H, W = x.shape
-        u = self._exposure(x, exposure)
-        out = self._degradation_outputs(x, y, u)
+        out = self._degradation_outputs(x, y, self._exposure(x, exposure))
         return {k: v for k, v in out.items() if not k.startswith("_")}
 
     def _degradation_outputs(self, x: Tensor, y: Tensor | None, u: Tensor | None) -> dict[str, Tensor]:
-        B, _, T, H, W = x.shape
+        """Net_D (+ the FGDF with ``y``); underscored keys: what Net_R needs, folded ``[B*T, ...]``."""
+        B, _, T, _, _ = x.shape
         frames = rearrange(x, "b c t h w -> (b t) c h w")  # [B*T, 3, H, W]
         u_flat = None if u is None else u.reshape(B * T, -1)  # [B*T, d_u]
         feats, flow_mask, image_fm, kernels = self.degradation_learning_network(
