@@ -174,10 +174,9 @@ def _nhwc(x: Tensor) -> Tensor:
 def _temporal_conv(conv: nn.Conv3d, frames: Tensor, T: int) -> Tensor:
     """Apply a full ``kt x k x k`` ``Conv3d`` (zero padding in time) to frames folded into the batch.
 
-    Every frame is convolved once with the ``kt`` temporal slices of the kernel stacked along the output
-    channels; output frame ``t`` then sums slice ``d`` of input frame ``t + d - pad``. This equals
-    ``conv(x)`` on ``[B, C, T, H, W]`` without moving the (large) input to that layout, and avoids the slow
-    CPU ``conv3d`` kernel that PyTorch picks for some of these shapes.
+    Output frame ``t`` sums the 2-D convolutions of input frames ``t + d - pad`` with the kernel's temporal
+    slices ``d``. This equals ``conv(x)`` on ``[B, C, T, H, W]`` without moving the (large) input to that
+    layout, and avoids the slow CPU ``conv3d`` kernel that PyTorch picks for some of these shapes.
 
     Shapes:
         frames: ``[B*T, C_in, H, W]``.
@@ -189,23 +188,24 @@ def _temporal_conv(conv: nn.Conv3d, frames: Tensor, T: int) -> Tensor:
 def _temporal_conv_weight(
     frames: Tensor, weight: Tensor, bias: Tensor | None, padding: tuple[int, int, int], T: int
 ) -> Tensor:
-    """:func:`_temporal_conv` with an explicit ``[O, I, kt, kh, kw]`` weight and ``(pt, ph, pw)`` padding."""
-    O, kt = weight.shape[0], weight.shape[2]
+    """:func:`_temporal_conv` with an explicit ``[O, I, kt, kh, kw]`` weight and ``(pt, ph, pw)`` padding.
+
+    Temporal slice ``d`` of the kernel is applied only to the input frames whose output frame exists, so
+    no work is spent on the zero padding in time.
+    """
     pt = padding[0]
-    stacked = rearrange(weight, "o i d kh kw -> (d o) i kh kw")
-    y = F.conv2d(frames, stacked, padding=padding[1:])  # [B*T, kt*O, H, W]
-    y = y.unflatten(0, (-1, T)).unflatten(2, (kt, O))  # [B, T, kt, O, H, W]
-    out = y[:, :, pt].clone()  # [B, T, O, H, W]
-    for d in range(kt):
+    x = frames.unflatten(0, (-1, T))  # [B, T, I, H, W]
+    B = x.shape[0]
+    out = F.conv2d(frames, weight[:, :, pt], bias, padding=padding[1:]).unflatten(
+        0, (B, T)
+    )  # [B, T, O, H, W]
+    for d in range(weight.shape[2]):
         shift = d - pt  # output frame t reads input frame t + shift
-        if shift == 0 or abs(shift) >= T:
+        lo, hi = max(0, -shift), min(T, T - shift)  # output frames that have that input frame
+        if shift == 0 or lo >= hi:
             continue
-        if shift > 0:
-            out[:, : T - shift] += y[:, shift:, d]
-        else:
-            out[:, -shift:] += y[:, : T + shift, d]
-    if bias is not None:
-        out += bias.view(1, 1, O, 1, 1)
+        src = x[:, lo + shift : hi + shift].flatten(0, 1)  # [B*(hi-lo), I, H, W]
+        out[:, lo:hi] += F.conv2d(src, weight[:, :, d], padding=padding[1:]).unflatten(0, (B, hi - lo))
     return _nhwc(out.flatten(0, 1))  # [B*T, O, H, W]
 
 
