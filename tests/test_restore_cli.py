@@ -108,10 +108,6 @@ def test_identity_model_through_tiles_reproduces_input(tmp_path: Path) -> None:
         np.testing.assert_array_equal(hr[::4, ::4], lr)
 
 
-@pytest.mark.xfail(
-    reason="video reader: yuv420p -> gbrp leaves the last (width mod 16) columns undefined (found by H4b)",
-    strict=False,
-)
 def test_identity_restore_matches_source_at_any_width(tmp_path: Path) -> None:
     """Width 40 is not a multiple of 16: every column must still come through (within codec rounding)."""
     src = make_clip(tmp_path / "in.mkv", frames=2, width=40, height=24)
