@@ -3,8 +3,9 @@
 Every input size runs in a fresh Python subprocess, so each peak resident set size (``VmHWM`` from
 ``/proc/self/status``, which includes the interpreter, torch and the weights) belongs to that size alone.
 The measured pass is the test path: ``model(x)`` with ``x`` of shape ``[1, 3, 3, H, W]``, float32,
-``torch.no_grad()``, 2 threads. One warm-up pass precedes the timed passes; each pass yields one output
-frame (the window's centre), so the time per pass is the time per output frame.
+``torch.no_grad()``, 2 threads. A warm-up pass precedes the timed passes; each pass yields one output
+frame (the window's centre), so the time per pass is the time per output frame. Sizes up to 128x128 are
+warmed up with one pass at their own size, larger ones with a 32x32 pass.
 
 Usage::
 
@@ -31,6 +32,16 @@ from datetime import UTC, datetime
 OFFICIAL = {"64x64": (4.58, 565), "128x128": (16.0, 1298), "180x320": (78.4, 3152)}
 
 
+# sizes up to this many LR pixels are warmed up at their own size
+WARMUP_MAX_PIXELS = 128 * 128
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
+
+
 def _peak_rss_mib() -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -55,7 +66,9 @@ def run_one(size: str, repeats: int, threads: int) -> dict[str, float | str]:
     h, w = (int(v) for v in size.split("x"))
     x = torch.rand(1, 3, model.num_seq, h, w)
     with torch.no_grad():
-        model(x)  # warm-up
+        # warm-up (thread pool, allocator, oneDNN kernels); at the largest sizes a small input does it, so
+        # that a benchmark run does not pay for a second full pass
+        model(x if h * w <= WARMUP_MAX_PIXELS else torch.rand(1, 3, model.num_seq, 32, 32))
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -106,9 +119,10 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
     print(f"# command: python benchmarks/bench_fmanet_v1.py {' '.join(sys.argv[1:])}".rstrip())
-    print("| LR input | ours s/frame | ours peak MiB | official s/frame | official peak MiB |")
-    print("|---|---|---|---|---|")
+    print("| LR input | ours s/frame | ours peak MiB | official s/frame | official peak MiB | load (1 min) |")
+    print("|---|---|---|---|---|---|")
     for size in args.sizes:
+        load_before = os.getloadavg()[0]
         cmd = [
             sys.executable,
             __file__,
@@ -121,14 +135,13 @@ def main() -> None:
         ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            print(f"| {size} | failed: {done.stderr.strip().splitlines()[-1:]} | | | |")
+            print(f"| {size} | failed: {done.stderr.strip().splitlines()[-1:]} | | | | |")
             continue
         r = json.loads(done.stdout.strip().splitlines()[-1])
         ref_t, ref_m = OFFICIAL.get(size, (float("nan"), float("nan")))
-        print(
-            f"| {size} | {r['seconds_per_frame']:.2f} | {r['peak_mib']:,.0f} | {ref_t} | {ref_m:,} |",
-            flush=True,
-        )
+        load = f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}"
+        ours = f"{r['seconds_per_frame']:.2f} | {r['peak_mib']:,.0f}"
+        print(f"| {size} | {ours} | {ref_t} | {ref_m:,} | {load} |", flush=True)
     load = os.getloadavg()
     print(f"# load average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
