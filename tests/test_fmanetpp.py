@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,15 @@ from fmanetpp_cli.models.fmanetpp import (
 TINY = PRESETS["fmanetpp-tiny"]
 # Two blocks per network: temporal radius 4, so the chunking test exercises more than one block.
 TINY_M2 = dataclasses.replace(TINY, num_blocks=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """These networks are tiny: one thread avoids the sync cost of two on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def build(config: FMANetPPConfig, seed: int = 0) -> FMANetPP:
