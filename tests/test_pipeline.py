@@ -259,6 +259,35 @@ def test_restorer_honours_size_multiple_and_tiles() -> None:
     assert max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True)) <= 4
 
 
+def test_out_of_memory_retries_with_smaller_tiles() -> None:
+    class Picky(Identity4):
+        def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+            if max(x.shape[-2:]) > 16:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return super().forward(x)
+
+    frames = _clip(2, h=40, w=64)
+    restorer = ChunkRestorer(Picky(), height=40, width=64, device=torch.device("cpu"))
+    out = restorer.restore(frames, 0, 2)
+    assert restorer.tile == 16 and restorer.tile_retries == 2  # 64 -> 32 -> 16
+    for lr, hr in zip(frames, out, strict=True):
+        np.testing.assert_array_equal(hr[::4, ::4], lr)
+
+    class Hopeless(Identity4):
+        def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+
+    with pytest.raises(MemoryError, match="out of memory"):
+        ChunkRestorer(Hopeless(), height=40, width=64, device=torch.device("cpu")).restore(frames, 0, 2)
+
+    class Buggy(Identity4):
+        def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+            raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        ChunkRestorer(Buggy(), height=40, width=64, device=torch.device("cpu")).restore(frames, 0, 2)
+
+
 def test_measure_peak_bytes_counts_intermediates() -> None:
     conv = nn.Conv2d(3, 16, 3, padding=1)
     x = torch.rand(1, 3, 32, 32)

@@ -23,6 +23,18 @@ from fmanetpp_cli.errors import ConfigError, InputShapeError
 from fmanetpp_cli.pipeline.device import autocast
 from fmanetpp_cli.pipeline.tiling import SizePadder, auto_tile_size, measure_peak_bytes, run_tiled
 
+# Smallest tile side the out-of-memory fallback tries before giving up.
+MIN_RETRY_TILE = 16
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """True for CUDA out-of-memory errors and for the CPU allocator's "can't allocate memory"."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(error)
+    return "can't allocate memory" in text or "out of memory" in text.lower()
+
+
 # Size of the probe pass that measures a model's memory per pixel: side, and output frames.
 PROBE_SIDE = 32
 PROBE_OUTPUTS = 4
@@ -145,6 +157,7 @@ class ChunkRestorer:
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.model_seconds = 0.0
+        self.tile_retries = 0
 
     @property
     def height(self) -> int:
@@ -186,6 +199,7 @@ class ChunkRestorer:
 
         Raises:
             InputShapeError: a frame of the wrong size, or too few frames around a window centre.
+            MemoryError: out of memory even with tiles of ``MIN_RETRY_TILE`` pixels.
         """
         if any(f.shape != (self.height, self.width, 3) for f in frames):
             shapes = sorted({f.shape for f in frames})
@@ -200,17 +214,7 @@ class ChunkRestorer:
                 x = x.flip(1)
             x = self.padder.pad(x)  # [1, 3, L, Hp, Wp]
             started = time.perf_counter()
-            with autocast(self.device, self.dtype):
-                if self.tile:
-                    y = run_tiled(
-                        lambda t: self._forward(t, offset, count),
-                        x,
-                        tile=self.tile,
-                        overlap=self.tile_overlap,
-                        scale=self.scale,
-                    )  # [count, 3, s*Hp, s*Wp]
-                else:
-                    y = self._forward(x, offset, count)  # [count, 3, s*Hp, s*Wp]
+            y = self._run_shrinking(x, offset, count)  # [count, 3, s*Hp, s*Wp]
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.model_seconds += time.perf_counter() - started
@@ -219,6 +223,48 @@ class ChunkRestorer:
                 y = y.flip(1)
             y = self.resample(y.clamp(0, 1))  # [count, 3, s'H, s'W]
             return tensor_to_frames(y, frames[0].dtype)
+
+    def _run(self, x: Tensor, offset: int, count: int) -> Tensor:
+        """One pass over a padded chunk, tiled when ``self.tile`` is set.
+
+        Shapes:
+            x: ``[1, 3, L, Hp, Wp]``
+            returns: ``[count, 3, s*Hp, s*Wp]``
+        """
+        with autocast(self.device, self.dtype):
+            if not self.tile:
+                return self._forward(x, offset, count)
+            return run_tiled(
+                lambda t: self._forward(t, offset, count),
+                x,
+                tile=self.tile,
+                overlap=self.tile_overlap,
+                scale=self.scale,
+            )
+
+    def _run_shrinking(self, x: Tensor, offset: int, count: int) -> Tensor:
+        """``_run``, retried with tiles of half the side after each out-of-memory error.
+
+        The memory estimate is only an estimate (and other programs share the device): rather than fail
+        on a long video, the restorer keeps the smaller tile for the rest of the run (``tile_retries``
+        counts the halvings). Below ``MIN_RETRY_TILE`` it gives up with a ``MemoryError``.
+        """
+        while True:
+            try:
+                return self._run(x, offset, count)
+            except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+                if not _is_out_of_memory(e):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                side = (self.tile or max(x.shape[-2:])) // 2 // self.multiple * self.multiple
+                if side < max(MIN_RETRY_TILE, self.multiple):
+                    raise MemoryError(
+                        f"out of memory even with {self.tile or 'no'} px tiles on {self.device}"
+                    ) from e
+                self.tile = side
+                self.tile_overlap = min(self.tile_overlap, side // 4)
+                self.tile_retries += 1
 
     def resample(self, y: Tensor) -> Tensor:
         """Resize native-scale frames to ``out_scale`` (antialiased bicubic); identity at the native scale.

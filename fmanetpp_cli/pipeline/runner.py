@@ -358,6 +358,11 @@ def restore_video(
         if compare is not None:
             compare.writer.commit()
 
+    if restorer.tile_retries:
+        warnings.append(
+            f"ran out of memory; halved the tile {restorer.tile_retries} time(s) and continued with "
+            f"{restorer.tile} px tiles (use --tile {restorer.tile} or a smaller --memory-budget next time)"
+        )
     return RestoreReport(
         input=input_path,
         output=output_path,
