@@ -690,6 +690,8 @@ class FMANet(nn.Module):
             "bias": config.bias,
             "num_seq": config.num_seq,
         }
+        # the composed kernel of _fused_kernel_features, with the weight versions it was computed from
+        self._fused_cache: tuple[tuple[int, ...], Tensor] | None = None
         self.degradation_learning_network = NetD(**common)
         if config.stage == 2:
             self.restoration_network = NetR(
@@ -720,8 +722,10 @@ class FMANet(nn.Module):
             raise InputShapeError("a stage-1 FMA-Net (Net_D only) needs the HR window y")
 
     def _can_fuse_kernels(self, x: Tensor) -> bool:
+        # inference only: the composed kernel is cached and not differentiated through
         return (
             self.stage == 2
+            and not torch.is_grad_enabled()
             and self.degradation_learning_network.d_conv[2].bias is None
             and x.shape[3] >= 4
             and x.shape[4] >= 4
@@ -735,7 +739,8 @@ class FMANet(nn.Module):
         border they are one ``3x5x5`` conv ``dim -> dim``: half the arithmetic, and the ``k_d^2``-channel
         kernel tensor is never built. On the one-pixel border ring the second conv's zero padding differs
         from the composed conv, so those pixels are recomputed the two-step way from thin strips.
-        (Needs a bias-free Net_D kernel conv and frames of at least 4x4; see ``_can_fuse_kernels``.)
+        (Used without autograd, with a bias-free Net_D kernel conv and frames of at least 4x4; see
+        ``_can_fuse_kernels``. The composed kernel is cached until the weights change.)
 
         Shapes:
             hidden: ``[B*T, dim, H, W]``.
@@ -745,7 +750,11 @@ class FMANet(nn.Module):
         inner: FrameConv3d = self.degradation_learning_network.d_conv[2]  # type: ignore[assignment]
         net_r = self.restoration_network
         outer: nn.Conv3d = net_r.d_conv[0]  # type: ignore[assignment]
-        fused = _compose_kernels(outer.weight, inner.weight[:, :, 0])  # [dim, dim, kt, 5, 5]
+        key = (outer.weight._version, inner.weight._version, outer.weight.data_ptr(), inner.weight.data_ptr())
+        if self._fused_cache is None or self._fused_cache[0] != key:
+            with torch.no_grad():
+                self._fused_cache = (key, _compose_kernels(outer.weight, inner.weight[:, :, 0]))
+        fused = self._fused_cache[1]  # [dim, dim, kt, 5, 5]
         pad = (outer.padding[0], 2, 2)
         out = _temporal_conv_weight(hidden, fused, outer.bias, pad, T)  # [B*T, dim, H, W]
 

@@ -189,19 +189,17 @@ class RDB(nn.Module):
         L = len(convs)
         G = convs[0].out_channels if L else 0
         parts = [x]
-        contribs: list[Tensor] = []  # contribs[j]: part j convolved with the kernels of layers j..L-1
+        acc: Tensor | None = None  # pre-activations of the layers not yet computed, [N, (L-p)*G, H, W]
         lo = 0
         for p in range(L):
             hi = lo + parts[p].shape[1]
             weight = torch.cat([convs[i].weight[:, lo:hi, 0] for i in range(p, L)])  # [(L-p)*G, c_p, 3, 3]
-            bias = None
-            if p == 0 and convs[0].bias is not None:
-                bias = torch.cat([c.bias for c in convs])  # type: ignore[misc]
-            contribs.append(F.conv2d(parts[p], weight, bias, padding=1))  # [N, (L-p)*G, H, W]
-            pre = contribs[0][:, p * G : (p + 1) * G]
-            for j in range(1, p + 1):
-                pre = pre + contribs[j][:, (p - j) * G : (p - j + 1) * G]
-            parts.append(F.leaky_relu(pre, 0.2))  # [N, G, H, W]
+            if acc is None:
+                bias = None if convs[0].bias is None else torch.cat([c.bias for c in convs])  # type: ignore[misc]
+                acc = F.conv2d(parts[p], weight, bias, padding=1)  # [N, L*G, H, W]
+            else:
+                acc = acc[:, G:] + F.conv2d(parts[p], weight, padding=1)  # drops the layer already done
+            parts.append(F.leaky_relu(acc[:, :G], 0.2))  # [N, G, H, W]
             lo = hi
         return self.conv(torch.cat(parts, dim=1)) + x
 
