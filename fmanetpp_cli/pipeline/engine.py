@@ -104,10 +104,12 @@ def frames_to_tensor(frames: Sequence[np.ndarray], device: torch.device) -> Tens
 
 def tensor_to_frames(y: Tensor, dtype: np.dtype) -> list[np.ndarray]:
     """Quantise ``[T, 3, H, W]`` floats (clamped to [0, 1]) into ``[H, W, 3]`` frames of ``dtype``."""
-    peak = 65535.0 if dtype == np.uint16 else 255.0
-    q = y.float().clamp_(0, 1).mul_(peak).round_()  # [T, 3, H, W]
-    arr = rearrange(q, "t c h w -> t h w c").cpu().numpy()  # [T, H, W, 3]
-    return [f.astype(dtype) for f in arr]
+    deep = dtype == np.uint16
+    q = y.float().clamp_(0, 1).mul_(65535.0 if deep else 255.0).round_()  # [T, 3, H, W]
+    # Quantise on the device: a quarter of the bytes cross to the host for 8-bit video.
+    q = q.to(torch.int32 if deep else torch.uint8)
+    arr = rearrange(q, "t c h w -> t h w c").contiguous().cpu().numpy()  # [T, H, W, 3]
+    return [f.astype(dtype, copy=deep) for f in arr]
 
 
 class ChunkRestorer:
