@@ -11,6 +11,7 @@ atomically. Memory is bounded by the chunk and tile sizes, never by the video's 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import queue
 import threading
@@ -102,15 +103,11 @@ class RestoreReport:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types (paths as strings), for ``--json``."""
+        """Plain JSON types, for ``--json``: paths (and anything else not JSON-native) as strings."""
         d = asdict(self)
-        for key in ("input", "output", "compare"):
-            d[key] = None if d[key] is None else str(d[key])
-        d["write"]["path"] = str(d["write"]["path"])
-        d["scene_cuts"] = list(self.scene_cuts)
-        d["warnings"] = list(self.warnings)
         d["fps"] = round(self.fps, 3)
-        return d
+        plain: dict[str, Any] = json.loads(json.dumps(d, default=str))
+        return plain
 
 
 def _expected_total(info: VideoInfo, start: float | None, end: float | None) -> int | None:
