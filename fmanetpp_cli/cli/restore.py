@@ -250,7 +250,8 @@ def restore_command(
         str | None,
         typer.Option(
             "--memory-budget",
-            help="Memory one model pass may use, e.g. 2G. Default: half the free memory (at most 4G on CPU).",
+            help="Memory for one model pass and its outputs, e.g. 2G. "
+            "Default: half the free memory (at most 16G on CPU).",
             show_default=False,
         ),
     ] = None,

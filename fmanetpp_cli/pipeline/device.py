@@ -15,9 +15,10 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Share of the free memory one model pass may take by default: the rest holds the chunk buffer, the
 # decoder, the encoder and whatever else runs on the machine.
 BUDGET_SHARE = 0.5
-# Ceiling of the default CPU budget: tiles of a few hundred pixels already keep both cores busy, and
-# larger ones only risk swapping on machines that share their RAM.
-CPU_BUDGET_CAP = 4 << 30
+# Ceiling of the default CPU budget. Large frames need room for the chunk's float outputs (one 1080p frame
+# at x4 is 400 MB) or the default chunk shrinks and context frames get recomputed more often; beyond 16 GB
+# the gain is small and the risk of pushing a shared machine into swap is not.
+CPU_BUDGET_CAP = 16 << 30
 
 
 def select_device(spec: str = "auto") -> torch.device:
