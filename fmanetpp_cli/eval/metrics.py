@@ -58,11 +58,17 @@ def _psnr(a: Tensor, b: Tensor) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
+def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> Tensor:
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]  # [1, 1, k, k]
+    return g / g.sum()  # [k]
+
+
+def _blur(x: Tensor, g: Tensor) -> Tensor:
+    """Valid Gaussian filtering as two 1-D passes (the 2-D window is separable; 5x fewer operations)."""
+    k = g.numel()
+    x = F.conv2d(x, g.view(1, 1, 1, k))  # [C, 1, H, W - k + 1]
+    return F.conv2d(x, g.view(1, 1, k, 1))  # [C, 1, H - k + 1, W - k + 1]
 
 
 def _ssim_per_channel(a: Tensor, b: Tensor) -> Tensor:
@@ -76,12 +82,12 @@ def _ssim_per_channel(a: Tensor, b: Tensor) -> Tensor:
         raise InputShapeError(
             f"SSIM needs frames of at least 11x11 after cropping, got {tuple(a.shape[-2:])}"
         )
-    w = _gaussian_window()
+    g = _gaussian_1d()
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mu_a, mu_b = F.conv2d(a, w), F.conv2d(b, w)
-    var_a = F.conv2d(a * a, w) - mu_a**2
-    var_b = F.conv2d(b * b, w) - mu_b**2
-    cov = F.conv2d(a * b, w) - mu_a * mu_b
+    mu_a, mu_b = _blur(a, g), _blur(b, g)
+    var_a = _blur(a * a, g) - mu_a**2
+    var_b = _blur(b * b, g) - mu_b**2
+    cov = _blur(a * b, g) - mu_a * mu_b
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return ssim_map.mean(dim=(1, 2, 3))
 
