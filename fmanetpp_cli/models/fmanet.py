@@ -230,6 +230,23 @@ def _compose_kernels(outer: Tensor, inner: Tensor) -> Tensor:
     return fused.to(outer.dtype)
 
 
+def _time_to_channels(x: Tensor, T: int) -> Tensor:
+    """Fold frames into channels, channel ``c*T + t`` (the official order), in one copy.
+
+    Equals ``rearrange(x, "(b t) c h w -> b (c t) h w")``, written straight into channels-last memory.
+
+    Shapes:
+        x: ``[B*T, C, H, W]``.
+        return: ``[B, C*T, H, W]``.
+    """
+    BT, C, H, W = x.shape
+    if not _CHANNELS_LAST:
+        return rearrange(x, "(b t) c h w -> b (c t) h w", t=T)
+    out = x.new_empty(BT // T, H, W, C, T)
+    out.copy_(x.view(BT // T, T, C, H, W).permute(0, 3, 4, 2, 1))
+    return out.view(BT // T, H, W, C * T).permute(0, 3, 1, 2)  # [B, C*T, H, W]
+
+
 def _repeat_frames(x: Tensor, T: int) -> Tensor:
     """Repeat a per-window tensor for each of its T frames: ``[B, C, H, W]`` -> ``[B*T, C, H, W]``."""
     return _nhwc(x.unsqueeze(1).expand(-1, T, -1, -1, -1).flatten(0, 1))  # [B*T, C, H, W]
@@ -364,11 +381,11 @@ class FRMA(nn.Module):
             warped = _nhwc(multi_flow_warp(feat, f, num_flow=self.num_flow))
             f = f + self.conv_f(torch.cat([centre_t, f, warped], dim=1))
         warped = multi_flow_warp(feat, f, num_flow=self.num_flow)
-        warped = _nhwc(rearrange(warped, "(b t) c h w -> b (c t) h w", t=T))  # [B, dim*T, H, W]
+        warped = _time_to_channels(warped, T)  # [B, dim*T, H, W]
         fw = self.conv_Fw(warped if fw is None else torch.cat([fw, warped], dim=1))  # [B, dim, H, W]
         kd_w = None
         if kd is not None:
-            kd_w = _nhwc(rearrange(self.rdb_KD(kd), "(b t) c h w -> b (c t) h w", t=T))  # [B, dim*T, H, W]
+            kd_w = _time_to_channels(self.rdb_KD(kd), T)  # [B, dim*T, H, W]
             kd_w = self.conv_KD(kd_w)  # [B, dim, H, W]
         for blk in self.multi_attn_block:
             fw = blk(fw, centre, kd_w)

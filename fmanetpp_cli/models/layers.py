@@ -285,6 +285,12 @@ class Attention(nn.Module):
         self.kv_dwconv = nn.Conv2d(dim * 2, dim * 2, kernel_size=3, padding=1, groups=dim * 2, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
 
+    def _heads(self, t: Tensor) -> Tensor:
+        """``[N, C, H, W]`` -> ``[N, head, C/head, H*W]``; a view (no copy) of channels-last memory."""
+        N, C, H, W = t.shape
+        t = t.permute(0, 2, 3, 1).reshape(N, H * W, self.num_heads, C // self.num_heads)  # [N, H*W, head, c]
+        return t.permute(0, 2, 3, 1)  # [N, head, c, H*W]
+
     def forward(self, x: Tensor, query: Tensor | None = None) -> Tensor:
         """Attend.
 
@@ -293,18 +299,15 @@ class Attention(nn.Module):
             query: ``[N, C, H, W]`` or None (then ``x``).
             return: ``[N, C, H, W]``.
         """
-        _, _, H, W = x.shape
-        q = self.q_dwconv(self.q(x if query is None else query))
-        k, v = self.kv_dwconv(self.kv_conv(x)).chunk(2, dim=1)
-        q = rearrange(q, "n (head c) h w -> n head c (h w)", head=self.num_heads)
-        k = rearrange(k, "n (head c) h w -> n head c (h w)", head=self.num_heads)
-        v = rearrange(v, "n (head c) h w -> n head c (h w)", head=self.num_heads)
+        N, C, H, W = x.shape
+        q = self._heads(self.q_dwconv(self.q(x if query is None else query)))  # [N, head, c, H*W]
+        k, v = (self._heads(t) for t in self.kv_dwconv(self.kv_conv(x)).chunk(2, dim=1))
         q = F.normalize(q, dim=-1)
         k = F.normalize(k, dim=-1)
         attn = (q @ k.transpose(-2, -1)) * self.temperature  # [N, head, c, c]
         # (attn @ v) computed transposed, so that the result lands in channels-last order for the 1x1 conv
         out = v.transpose(-2, -1) @ attn.softmax(dim=-1).transpose(-2, -1)  # [N, head, H*W, c]
-        out = rearrange(out, "n head (h w) c -> n h w (head c)", h=H, w=W)  # [N, H, W, C]
+        out = out.transpose(1, 2).reshape(N, H, W, C)  # [N, H, W, C]
         return self.project_out(out.permute(0, 3, 1, 2))  # [N, C, H, W]
 
 
