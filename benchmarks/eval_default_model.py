@@ -99,6 +99,32 @@ def restore(
     return list(to_uint8(y)), time.perf_counter() - t0
 
 
+@torch.no_grad()
+def ete_knn(model: torch.nn.Module, clips: list[tuple[str, str, Path]], k: int = 5) -> dict:
+    """k-NN (cosine, k = 5) accuracy of the ETE embeddings on the test frames' exposure levels, neighbours
+    taken from other clips only (the paper's S4.1 check, 92.0 % there), and the confusion matrix."""
+    embs, labels, clip_ids = [], [], []
+    for i, (_, _, folder) in enumerate(clips):
+        lr = from_uint8(read_frames(folder / "lr"))  # [T, 3, h, w]
+        embs.append(torch.nn.functional.normalize(model.ete(lr), dim=1))
+        side = json.loads((folder / "degrade.json").read_text())
+        labels += [f["exposure_level"] for f in side["frames"]]
+        clip_ids += [i] * len(side["frames"])
+    z, y, ids = torch.cat(embs), torch.tensor(labels), torch.tensor(clip_ids)
+    sim = z @ z.T
+    sim[ids[:, None] == ids[None, :]] = -2.0  # neighbours from other clips only: content must not decide
+    nearest = sim.topk(k, dim=1).indices  # [N, k]
+    votes = torch.stack([(y[nearest] == c).sum(1) for c in range(1, 6)], 1)  # [N, 5]
+    pred = votes.argmax(1) + 1
+    confusion = [[int(((y == t) & (pred == p)).sum()) for p in range(1, 6)] for t in range(1, 6)]
+    return {
+        "accuracy": float((pred == y).float().mean()),
+        "frames": len(labels),
+        "confusion": confusion,
+        "chance": float(torch.bincount(y).max() / len(labels)),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("weights", type=Path)
@@ -145,6 +171,8 @@ def main() -> None:
                 )
                 print(f"   {variant:9s} {rep_v.mean['psnr_rgb']:.3f}")
     result = {"weights": str(args.weights), "rows": rows, "ablation": ablation}
+    if model.ete is not None:
+        result["ete_knn"] = ete_knn(model, clips)
     (args.work / "results.json").write_text(json.dumps(result, indent=1))
     print_markdown(result)
 
@@ -171,6 +199,13 @@ def print_markdown(result: dict) -> None:
         f"\nmean PSNR model {m:.2f} dB, bicubic {b:.2f} dB, gain {m - b:+.2f} dB; "
         f"smallest per-clip gain {worst:+.2f} dB"
     )
+    if "ete_knn" in result:
+        e = result["ete_knn"]
+        print(
+            f"\nETE k-NN accuracy {e['accuracy']:.3f} on {e['frames']} frames "
+            f"(majority class {e['chance']:.3f})"
+        )
+        print(f"confusion (rows true 5:1..5:5): {e['confusion']}")
     if result["ablation"]:
         print("\n| clip | ETE (normal) | zero (off) | clip mean | shuffled |")
         print("|---|---|---|---|---|")
