@@ -16,6 +16,7 @@ from fmanetpp_cli.errors import ConfigError, InputShapeError
 from fmanetpp_cli.models import create_model, list_models
 from fmanetpp_cli.models.dynamic_filter import dynamic_downsample
 from fmanetpp_cli.models.fmanetpp import (
+    INFERENCE_CHUNK,
     PRESETS,
     FMANetPP,
     FMANetPPConfig,
@@ -132,6 +133,16 @@ def test_small_preset_batch_of_two_matches_single_clips() -> None:
         one = model(b)["output"]
     assert both.shape == (2, 3, 3, 36, 40)
     torch.testing.assert_close(both[1:], one, rtol=1e-5, atol=1e-5)
+
+
+def test_inference_in_frame_pieces_equals_the_autograd_pass() -> None:
+    # Without autograd the kernel path and the upsampler run INFERENCE_CHUNK frames at a time.
+    model = build(TINY)
+    x = clip(2 * INFERENCE_CHUNK + 1, 8, 9)
+    with torch.no_grad():
+        pieces = model(x)["output"]
+    whole = model(x)["output"].detach()
+    torch.testing.assert_close(pieces, whole, rtol=1e-5, atol=1e-5)
 
 
 def test_bad_inputs_raise_input_shape_error() -> None:

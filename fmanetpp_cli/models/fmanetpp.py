@@ -26,6 +26,7 @@ depends on ``i - 2M .. i + 2M`` (``temporal_radius = 2 * num_blocks``; 8 for the
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,24 @@ MIN_SIZE = 2
 """Smallest LR height / width the network accepts (the backward warp needs two pixels)."""
 
 UPSAMPLERS = ("pixelshuffle", "light")
+
+INFERENCE_CHUNK = 2
+"""Frames per piece for the per-frame heads when autograd is off (bounds the peak memory at inference)."""
+
+
+def per_frame(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """Apply a per-frame function to ``x`` (frames folded into the batch), in pieces when autograd is off.
+
+    Without autograd nothing needs the full-sequence intermediates (the ``3 k_d^2``-channel kernels, the
+    HR feature maps of the upsampler), so only ``INFERENCE_CHUNK`` frames of them exist at a time.
+
+    Shapes:
+        x: ``[B*T, ...]``.
+        return: ``[B*T, ...]``.
+    """
+    if torch.is_grad_enabled() or x.shape[0] <= INFERENCE_CHUNK:
+        return fn(x)
+    return torch.cat([fn(piece) for piece in x.split(INFERENCE_CHUNK)], dim=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,27 +238,24 @@ class DegradationNet(nn.Module):
         fm[:, :, 2] = self.init_mask_logit
         return fm.view(N, 6 * self.num_flow, H, W)  # [N, 6n, H, W]
 
-    def forward(
-        self, x: Tensor, *, num_frames: int, exposure: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Estimate the degradation of every frame.
+    def forward(self, x: Tensor, *, num_frames: int, exposure: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Features and multi-flow-masks of every frame after the ``M`` blocks; the heads are separate.
 
         Returns:
-            ``(F^{D,M}, f^{D,M}, f^Y, K^D)``: features, multi-flow-masks, image flow-masks
-            ``(dx, dy, logit)`` towards ``i - 1`` then ``i + 1`` in LR pixels, and kernel logits.
+            ``(F^{D,M}, f^{D,M})``. The image flow-masks are ``f_conv(f^{D,M})`` (``[B*T, 6, H, W]``,
+            ``(dx, dy, logit)`` towards ``i - 1`` then ``i + 1`` in LR pixels) and the kernel logits
+            ``d_conv(F^{D,M})`` (``[B*T, 3 k_d^2, H, W]``).
 
         Shapes:
             x: ``[B*T, 3, H, W]``.
             exposure: ``[B*T, d_u]`` or None.
-            return: ``([B*T, C, H, W], [B*T, 6n, H, W], [B*T, 6, H, W], [B*T, 3 k_d^2, H, W])``.
+            return: ``([B*T, C, H, W], [B*T, 6n, H, W])``.
         """
         feats = self.feature_extractor(x)  # [B*T, C, H, W]
         flow_mask = self.initial_flow_mask(feats)  # [B*T, 6n, H, W]
         for block in self.hrbp_blocks:
             feats, flow_mask = block(feats, flow_mask, num_frames=num_frames, exposure=exposure)
-        image_flow_mask = self.f_conv(flow_mask)  # [B*T, 6, H, W]
-        kernels = self.d_conv(feats)  # [B*T, 3 k_d^2, H, W]
-        return feats, flow_mask, image_flow_mask, kernels
+        return feats, flow_mask
 
 
 class RestorationNet(nn.Module):
@@ -293,7 +309,7 @@ class RestorationNet(nn.Module):
         x: Tensor,
         degradation_features: Tensor,
         flow_mask: Tensor,
-        kernels: Tensor,
+        kernel_features: Tensor,
         *,
         num_frames: int,
         exposure: Tensor | None,
@@ -304,20 +320,28 @@ class RestorationNet(nn.Module):
             x: ``[B*T, 3, H, W]``.
             degradation_features: ``[B*T, C, H, W]`` (``F^{D,M}``).
             flow_mask: ``[B*T, 6n, H, W]`` (``f^{D,M}``, the initial flows of Net_R).
-            kernels: ``[B*T, 3 k_d^2, H, W]`` (``K^D`` logits).
+            kernel_features: ``[B*T, C, H, W]`` (``kernel_encoder(K^D logits)``).
             exposure: ``[B*T, d_u]`` or None.
             return: ``[B*T, 3, sH, sW]``.
         """
         feats = self.feature_extractor(torch.cat((x, degradation_features), dim=1))  # [B*T, C, H, W]
-        kernel_features = self.kernel_encoder(kernels)  # [B*T, C, H, W]
         for block in self.hrbp_blocks:
             feats, flow_mask = block(
                 feats, flow_mask, num_frames=num_frames, exposure=exposure, kernel_features=kernel_features
             )
-        res = F.leaky_relu(self.res_conv1(feats), 0.2)
-        res = self.res_conv2(self.upsample(res))  # [B*T, 3, sH, sW]
+        res = per_frame(self.high_frequency, feats)  # [B*T, 3, sH, sW]
         base = F.interpolate(x, scale_factor=float(self.scale), mode="bilinear", align_corners=False)
         return res + base  # [B*T, 3, sH, sW]
+
+    def high_frequency(self, feats: Tensor) -> Tensor:
+        """``Up(F)``: the learned HR residual.
+
+        Shapes:
+            feats: ``[N, C, H, W]``.
+            return: ``[N, 3, sH, sW]``.
+        """
+        res = F.leaky_relu(self.res_conv1(feats), 0.2)
+        return self.res_conv2(self.upsample(res))  # [N, 3, sH, sW]
 
 
 def strided_dynamic_downsample(
@@ -528,23 +552,26 @@ class FMANetPP(nn.Module):
         return {k: v for k, v in out.items() if not k.startswith("_")}
 
     def _degradation_outputs(self, x: Tensor, y: Tensor | None, u: Tensor | None) -> dict[str, Tensor]:
-        """Net_D (+ the FGDF with ``y``); underscored keys: what Net_R needs, folded ``[B*T, ...]``."""
+        """Net_D (+ the FGDF with ``y``); underscored keys: what Net_R needs, folded ``[B*T, ...]``.
+
+        Without ``y`` the kernel logits are not kept: ``_kernel_features`` (Net_R's encoding of them) is
+        computed directly, frame piece by frame piece when autograd is off.
+        """
         B, _, T, _, _ = x.shape
         frames = rearrange(x, "b c t h w -> (b t) c h w")  # [B*T, 3, H, W]
         u_flat = None if u is None else u.reshape(B * T, -1)  # [B*T, d_u]
-        feats, flow_mask, image_fm, kernels = self.degradation_learning_network(
-            frames, num_frames=T, exposure=u_flat
-        )
-        out: dict[str, Tensor] = {
-            "_frames": frames,
-            "_feats": feats,
-            "_flow_mask": flow_mask,
-            "_kernels": kernels,
-        }
+        net_d, net_r = self.degradation_learning_network, self.restoration_network
+        feats, flow_mask = net_d(frames, num_frames=T, exposure=u_flat)
+        out: dict[str, Tensor] = {"_frames": frames, "_feats": feats, "_flow_mask": flow_mask}
         if u is not None:
             out["exposure"] = u
         if y is None:
+            # Only Net_R's encoding of K^D is needed: compute it piece by piece when autograd is off.
+            out["_kernel_features"] = per_frame(lambda f: net_r.kernel_encoder(net_d.d_conv(f)), feats)
             return out
+        kernels = net_d.d_conv(feats)  # [B*T, 3 k_d^2, H, W]
+        image_fm = net_d.f_conv(flow_mask)  # [B*T, 6, H, W]
+        out["_kernels"] = kernels
         cfg = self.config
         recon, from_prev, from_next = exposure_aware_fgdf(
             rearrange(y, "b c t h w -> (b t) c h w"),
@@ -613,11 +640,16 @@ class FMANetPP(nn.Module):
         T = x.shape[2]
         u = self._exposure(x, exposure)
         out = self._degradation_outputs(x, y, u)
-        restored = self.restoration_network(
+        net_r = self.restoration_network
+        if "_kernels" in out:
+            kernel_features = net_r.kernel_encoder(out.pop("_kernels"))  # [B*T, C, H, W]
+        else:
+            kernel_features = out.pop("_kernel_features")
+        restored = net_r(
             out.pop("_frames"),
             out.pop("_feats"),
             out.pop("_flow_mask"),
-            out.pop("_kernels"),
+            kernel_features,
             num_frames=T,
             exposure=None if u is None else u.reshape(-1, u.shape[-1]),
         )
