@@ -118,7 +118,11 @@ def main() -> None:
         f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
-    print(f"# command: python benchmarks/bench_fmanet_v1.py {' '.join(sys.argv[1:])}".rstrip())
+    env = " ".join(
+        f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(("OMP_", "GOMP_", "KMP_"))
+    )
+    command = f"python benchmarks/bench_fmanet_v1.py {' '.join(sys.argv[1:])}".rstrip()
+    print(f"# command: {env + ' ' if env else ''}{command}")
     print("| LR input | ours s/frame | ours peak MiB | official s/frame | official peak MiB | load (1 min) |")
     print("|---|---|---|---|---|---|")
     for size in args.sizes:
