@@ -230,6 +230,7 @@ def test_banded_residual_branch_equals_whole(monkeypatch: pytest.MonkeyPatch) ->
 def test_fused_kernel_convs_equal_two_step(monkeypatch: pytest.MonkeyPatch) -> None:
     """Test path: Net_D's last kernel conv composed with Net_R's first d_conv equals the two convs."""
     import fmanetpp_cli.models.fmanet as fm
+    from fmanetpp_cli.models.layers import compose_kernels, temporal_conv
 
     torch.manual_seed(6)
     model = FMANet(PRESETS["fmanet-small-a"]).eval()
@@ -240,8 +241,8 @@ def test_fused_kernel_convs_equal_two_step(monkeypatch: pytest.MonkeyPatch) -> N
         two_step = net_r.encode_kernels(net_d.d_conv[2](hidden))
         torch.testing.assert_close(fused, two_step, rtol=1e-5, atol=1e-5)
         # the border ring really needs its recomputation: the plain composed conv differs there
-        composed = fm._compose_kernels(net_r.d_conv[0].weight, net_d.d_conv[2].weight[:, :, 0])
-        plain = fm._temporal_conv_weight(hidden, composed, None, (1, 2, 2), 3)
+        composed = compose_kernels(net_r.d_conv[0].weight, net_d.d_conv[2].weight[:, :, 0])
+        plain = temporal_conv(hidden, composed, None, (1, 2, 2), 3)
         exact = fm._temporal_conv(net_r.d_conv[0], net_d.d_conv[2](hidden), 3)
         torch.testing.assert_close(plain[:, :, 1:-1, 1:-1], exact[:, :, 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
         assert (plain[:, :, 0] - exact[:, :, 0]).abs().max() > 1e-3

@@ -39,6 +39,11 @@ from fmanetpp_cli.models.layers import (
     FrameConv3d,
     LayerNorm,
     PixelShuffleBlock,
+    compose_kernels,
+    repeat_frames,
+    temporal_conv,
+    time_to_channels,
+    to_channels_last,
 )
 from fmanetpp_cli.models.warp import flow_mask_warp, multi_flow_warp
 
@@ -155,20 +160,10 @@ def _conv_pair(cin: int, mid: int, cout: int, *, bias: bool) -> nn.Sequential:
     )
 
 
-# Run convolutions on channels-last (NHWC) tensors: oneDNN convolves them without reordering, and its NHWC
-# kernels are markedly faster on CPU for FMA-Net's narrow (18- and 27-channel) convolutions.
-_CHANNELS_LAST = True
-
-
 # The residual branch of Net_R runs in bands of LR rows of about this many bytes of temporaries, with a
 # halo of rows equal to its receptive field.
 _RES_BAND_BYTES = 192 * 2**20
 _RES_HALO = 3
-
-
-def _nhwc(x: Tensor) -> Tensor:
-    """``x`` in channels-last memory order (same values and shape)."""
-    return x.contiguous(memory_format=torch.channels_last) if _CHANNELS_LAST else x
 
 
 def _temporal_conv(conv: nn.Conv3d, frames: Tensor, T: int) -> Tensor:
@@ -182,74 +177,7 @@ def _temporal_conv(conv: nn.Conv3d, frames: Tensor, T: int) -> Tensor:
         frames: ``[B*T, C_in, H, W]``.
         return: ``[B*T, C_out, H, W]``.
     """
-    return _temporal_conv_weight(frames, conv.weight, conv.bias, tuple(conv.padding), T)  # type: ignore[arg-type]
-
-
-def _temporal_conv_weight(
-    frames: Tensor, weight: Tensor, bias: Tensor | None, padding: tuple[int, int, int], T: int
-) -> Tensor:
-    """:func:`_temporal_conv` with an explicit ``[O, I, kt, kh, kw]`` weight and ``(pt, ph, pw)`` padding.
-
-    Temporal slice ``d`` of the kernel is applied only to the input frames whose output frame exists, so
-    no work is spent on the zero padding in time.
-    """
-    pt = padding[0]
-    x = frames.unflatten(0, (-1, T))  # [B, T, I, H, W]
-    B = x.shape[0]
-    out = F.conv2d(frames, weight[:, :, pt], bias, padding=padding[1:]).unflatten(
-        0, (B, T)
-    )  # [B, T, O, H, W]
-    for d in range(weight.shape[2]):
-        shift = d - pt  # output frame t reads input frame t + shift
-        lo, hi = max(0, -shift), min(T, T - shift)  # output frames that have that input frame
-        if shift == 0 or lo >= hi:
-            continue
-        src = x[:, lo + shift : hi + shift].flatten(0, 1)  # [B*(hi-lo), I, H, W]
-        out[:, lo:hi] += F.conv2d(src, weight[:, :, d], padding=padding[1:]).unflatten(0, (B, hi - lo))
-    return _nhwc(out.flatten(0, 1))  # [B*T, O, H, W]
-
-
-def _compose_kernels(outer: Tensor, inner: Tensor) -> Tensor:
-    """The kernel of ``outer`` (a ``kt x 3 x 3`` Conv3d) applied after ``inner`` (a per-frame ``3 x 3`` conv).
-
-    Two linear convolutions in a row are one convolution whose kernel is the (full) convolution of the
-    two kernels, contracted over the middle channels; computed in float64 and cast back.
-
-    Shapes:
-        outer: ``[O, M, kt, 3, 3]``; inner: ``[M, I, 3, 3]``.
-        return: ``[O, I, kt, 5, 5]``.
-    """
-    o64, i64 = outer.double(), inner.double()
-    O, _, kt, ka, kb = outer.shape
-    fused = o64.new_zeros(O, inner.shape[1], kt, ka + inner.shape[2] - 1, kb + inner.shape[3] - 1)
-    for a in range(ka):
-        for b in range(kb):
-            fused[:, :, :, a : a + inner.shape[2], b : b + inner.shape[3]] += torch.einsum(
-                "omt,micd->oitcd", o64[:, :, :, a, b], i64
-            )
-    return fused.to(outer.dtype)
-
-
-def _time_to_channels(x: Tensor, T: int) -> Tensor:
-    """Fold frames into channels, channel ``c*T + t`` (the official order), in one copy.
-
-    Equals ``rearrange(x, "(b t) c h w -> b (c t) h w")``, written straight into channels-last memory.
-
-    Shapes:
-        x: ``[B*T, C, H, W]``.
-        return: ``[B, C*T, H, W]``.
-    """
-    BT, C, H, W = x.shape
-    if not _CHANNELS_LAST:
-        return rearrange(x, "(b t) c h w -> b (c t) h w", t=T)
-    out = x.new_empty(BT // T, H, W, C, T)
-    out.copy_(x.view(BT // T, T, C, H, W).permute(0, 3, 4, 2, 1))
-    return out.view(BT // T, H, W, C * T).permute(0, 3, 1, 2)  # [B, C*T, H, W]
-
-
-def _repeat_frames(x: Tensor, T: int) -> Tensor:
-    """Repeat a per-window tensor for each of its T frames: ``[B, C, H, W]`` -> ``[B*T, C, H, W]``."""
-    return _nhwc(x.unsqueeze(1).expand(-1, T, -1, -1, -1).flatten(0, 1))  # [B*T, C, H, W]
+    return temporal_conv(frames, conv.weight, conv.bias, tuple(conv.padding), T)  # type: ignore[arg-type]
 
 
 class MultiAttentionBlock(nn.Module):
@@ -374,18 +302,18 @@ class FRMA(nn.Module):
         """
         T = self.num_seq
         feat = self.rdb(feat)
-        centre_t = _repeat_frames(centre, T)  # [B*T, dim, H, W]
+        centre_t = repeat_frames(centre, T)  # [B*T, dim, H, W]
         if f is None:
             f = self.conv_f(torch.cat([centre_t, feat], dim=1))  # [B*T, 3n, H, W]
         else:
-            warped = _nhwc(multi_flow_warp(feat, f, num_flow=self.num_flow))
+            warped = to_channels_last(multi_flow_warp(feat, f, num_flow=self.num_flow))
             f = f + self.conv_f(torch.cat([centre_t, f, warped], dim=1))
         warped = multi_flow_warp(feat, f, num_flow=self.num_flow)
-        warped = _time_to_channels(warped, T)  # [B, dim*T, H, W]
+        warped = time_to_channels(warped, T)  # [B, dim*T, H, W]
         fw = self.conv_Fw(warped if fw is None else torch.cat([fw, warped], dim=1))  # [B, dim, H, W]
         kd_w = None
         if kd is not None:
-            kd_w = _time_to_channels(self.rdb_KD(kd), T)  # [B, dim*T, H, W]
+            kd_w = time_to_channels(self.rdb_KD(kd), T)  # [B, dim*T, H, W]
             kd_w = self.conv_KD(kd_w)  # [B, dim, H, W]
         for blk in self.multi_attn_block:
             fw = blk(fw, centre, kd_w)
@@ -495,7 +423,7 @@ class NetD(nn.Module):
         """
         T = self.num_seq
         feat = self.feature_extractor(frames)  # [B*T, dim, H, W]
-        centre = _nhwc(feat.unflatten(0, (-1, T))[:, T // 2])  # [B, dim, H, W]
+        centre = to_channels_last(feat.unflatten(0, (-1, T))[:, T // 2])  # [B, dim, H, W]
         fw: Tensor | None = None
         f: Tensor | None = None
         for blk in self.FRMA_blocks:
@@ -510,7 +438,9 @@ class NetD(nn.Module):
             fw: ``[B, dim, H, W]`` (channels ``c*T + t``).
             return: ``[B*T, dim, H, W]``.
         """
-        fw = _nhwc(rearrange(fw, "b (c t) h w -> (b t) c h w", t=self.num_seq))  # [B*T, dim/T, H, W]
+        fw = to_channels_last(
+            rearrange(fw, "b (c t) h w -> (b t) c h w", t=self.num_seq)
+        )  # [B*T, dim/T, H, W]
         return self.d_conv[1](self.d_conv[0](fw))
 
 
@@ -623,7 +553,7 @@ class NetR(nn.Module):
         """:meth:`forward` after :meth:`encode_kernels` (``kd_feat`` is its result)."""
         T, s, k = self.num_seq, self.scale, self.us_kernel_size
         feat = self.feature_extractor(torch.cat([frames, feat], dim=1))  # [B*T, dim, H, W]
-        centre = _nhwc(feat.unflatten(0, (-1, T))[:, T // 2])  # [B, dim, H, W]
+        centre = to_channels_last(feat.unflatten(0, (-1, T))[:, T // 2])  # [B, dim, H, W]
         f = self.f_conv1(f)
         fw: Tensor | None = None
         for blk in self.FRMA_blocks:
@@ -632,10 +562,12 @@ class NetR(nn.Module):
         del kd_feat
 
         res = self.residual(fw)  # [B, 3, sH, sW]
-        kr = self.r_conv(_nhwc(rearrange(fw, "b (c t) h w -> (b t) c h w", t=T)))  # [B*T, s*s*k*k, H, W]
+        kr = self.r_conv(
+            to_channels_last(rearrange(fw, "b (c t) h w -> (b t) c h w", t=T))
+        )  # [B*T, s*s*k*k, H, W]
 
-        centre_x = _repeat_frames(frames.unflatten(0, (-1, T))[:, T // 2], T)  # [B*T, 3, H, W]
-        warped = _nhwc(flow_mask_warp(frames, self.f_conv2(f))[0])
+        centre_x = repeat_frames(frames.unflatten(0, (-1, T))[:, T // 2], T)  # [B*T, 3, H, W]
+        warped = to_channels_last(flow_mask_warp(frames, self.f_conv2(f))[0])
         f_x = self.f_conv3(torch.cat([f, warped, centre_x], dim=1))  # [B*T, 3, H, W]
         warped, _ = flow_mask_warp(frames, f_x)
         res += dynamic_upsample(
@@ -770,13 +702,13 @@ class FMANet(nn.Module):
         key = (outer.weight._version, inner.weight._version, outer.weight.data_ptr(), inner.weight.data_ptr())
         if self._fused_cache is None or self._fused_cache[0] != key:
             with torch.no_grad():
-                self._fused_cache = (key, _compose_kernels(outer.weight, inner.weight[:, :, 0]))
+                self._fused_cache = (key, compose_kernels(outer.weight, inner.weight[:, :, 0]))
         fused = self._fused_cache[1]  # [dim, dim, kt, 5, 5]
         pad = (outer.padding[0], 2, 2)
-        out = _temporal_conv_weight(hidden, fused, outer.bias, pad, T)  # [B*T, dim, H, W]
+        out = temporal_conv(hidden, fused, outer.bias, pad, T)  # [B*T, dim, H, W]
 
         def two_step(h: Tensor) -> Tensor:
-            return _temporal_conv(outer, inner(_nhwc(h)), T)
+            return _temporal_conv(outer, inner(to_channels_last(h)), T)
 
         H, W = hidden.shape[2:]
         out[:, :, :1] = two_step(hidden[:, :, :3])[:, :, :1]
@@ -812,7 +744,7 @@ class FMANet(nn.Module):
         def unfold(t: Tensor) -> Tensor:
             return rearrange(t, "(b t) c h w -> b c t h w", t=T)
 
-        frames = _nhwc(rearrange(x, "b c t h w -> (b t) c h w"))  # [B*T, 3, H, W]
+        frames = to_channels_last(rearrange(x, "b c t h w -> (b t) c h w"))  # [B*T, 3, H, W]
         if y is None and self._can_fuse_kernels(x):
             # test path: Net_D's kernels feed only Net_R's first conv, so the two convs run as one
             net_d = self.degradation_learning_network
