@@ -14,7 +14,11 @@ LR frames gives one HR centre frame.
 
 Internally frames are folded into the batch (``[B*T, C, H, W]``) wherever the official code runs per-frame
 ``1 x k x k`` ``Conv3d``s: the result is the same (within float rounding) and 2-D convolutions are faster on
-CPU. Folding time into channels keeps the official channel order ``c*T + t``.
+CPU. Folding time into channels keeps the official channel order ``c*T + t``. Other reorganisations for
+speed and memory, each equal to the official computation up to float rounding and tested against it:
+channels-last convolutions, Net_R's 3x3x3 convs as per-frame 2-D convs, the composition of Net_D's last
+kernel conv with Net_R's first one in the inference path, and banded evaluation of the HR residual branch
+and of the dynamic filters (``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
