@@ -15,14 +15,8 @@ from safetensors.torch import load_file, save_file
 from fmanetpp_cli.errors import ConfigError, InputShapeError
 from fmanetpp_cli.models import create_model, list_models
 from fmanetpp_cli.models.dynamic_filter import dynamic_downsample
-from fmanetpp_cli.models.fmanetpp import (
-    INFERENCE_CHUNK,
-    PRESETS,
-    FMANetPP,
-    FMANetPPConfig,
-    exposure_aware_fgdf,
-    strided_dynamic_downsample,
-)
+from fmanetpp_cli.models.fmanetpp import INFERENCE_CHUNK, PRESETS, FMANetPP, FMANetPPConfig
+from fmanetpp_cli.models.reblur import exposure_aware_fgdf, strided_dynamic_downsample
 
 TINY = PRESETS["fmanetpp-tiny"]
 # Two blocks per network: temporal radius 4, so the chunking test exercises more than one block.
