@@ -163,3 +163,44 @@ def test_train_writes_checkpoints_and_resumes_at_the_right_step(tmp_path, one_th
 def test_resume_without_checkpoint_is_a_config_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(config_from_dict(tiny_config(tmp_path, joint=1)), resume=True)
+
+
+def test_raft_flow_target_needs_torchvision_and_cached_weights(tmp_path) -> None:
+    raw = tiny_config(tmp_path, net_d=1)
+    raw["loss"] = {"flow_target": "raft"}
+    cfg = config_from_dict(raw)
+    model = create_model("fmanetpp-tiny")
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="torchvision"):
+            StageLoss(model, "net_d", cfg)
+        return
+    try:
+        loss_fn = StageLoss(model, "net_d", cfg)
+    except ConfigError as e:  # installed, but RAFT's weights are not cached on this machine
+        assert "RAFT weights" in str(e)
+        return
+    ds = DegradedClips(load_sources(cfg.data.sources, 1), cfg.data, seed=0)
+    loss, parts = loss_fn(batch_at(ds, 0, 1))
+    assert torch.isfinite(loss) and "flow" in parts
+
+
+def test_raft_teacher_converts_hr_flow_to_lr_and_zeroes_the_ends() -> None:
+    from fmanetpp_cli.train.raft import RaftTeacher
+
+    calls: list[tuple[int, ...]] = []
+
+    def fake_raft(a: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
+        calls.append(tuple(a.shape))
+        flow = torch.zeros(a.shape[0], 2, *a.shape[-2:])
+        flow[:, 0] = 8.0  # 8 HR px to the right everywhere
+        return [flow]
+
+    teacher = object.__new__(RaftTeacher)  # skip loading torchvision's weights
+    teacher.net, teacher.scale = fake_raft, 4
+    prev, nxt = teacher(torch.rand(2, 3, 3, 36, 44))
+    assert calls[0] == (4, 3, 40, 48)  # B * (T - 1) pairs, padded to multiples of 8
+    assert prev.shape == nxt.shape == (2, 2, 3, 9, 11)
+    assert torch.all(nxt[:, :, -1] == 0) and torch.all(prev[:, :, 0] == 0)
+    assert torch.allclose(nxt[:, 0, :-1], torch.full((2, 2, 9, 11), 2.0))  # 8 HR px = 2 LR px

@@ -114,6 +114,11 @@ class StageLoss(nn.Module):
         self.model = model
         self.stage = stage
         self.loss_cfg = cfg.loss
+        self.teacher = None
+        if cfg.loss.flow_target == "raft" and cfg.loss.flow > 0 and stage != "ete":
+            from fmanetpp_cli.train.raft import RaftTeacher
+
+            self.teacher = RaftTeacher(next(model.parameters()).device)
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """Loss and logged parts for one batch.
@@ -134,6 +139,9 @@ class StageLoss(nn.Module):
             "flow_next": batch["flow_next"],
             "flow_valid": batch["flow_valid"],
         }
+        if self.teacher is not None:  # RAFT pseudo-ground-truth instead of the synthetic flow
+            prev, nxt = self.teacher(gt)
+            fkw = {"flow_prev": prev, "flow_next": nxt, "flow_valid": torch.ones_like(batch["flow_valid"])}
         if self.stage == "net_d":
             out = self.model.forward_degradation(lr, gt)
             return degradation_loss(out, lr, gt, warp_weight=lc.warp, flow_weight=flow_w, **fkw)
