@@ -129,10 +129,12 @@ def test_small_preset_batch_of_two_matches_single_clips() -> None:
     torch.testing.assert_close(both[1:], one, rtol=1e-5, atol=1e-5)
 
 
-def test_inference_in_frame_pieces_equals_the_autograd_pass() -> None:
-    # Without autograd the kernel path and the upsampler run INFERENCE_CHUNK frames at a time.
-    model = build(TINY)
-    x = clip(2 * INFERENCE_CHUNK + 1, 8, 9)
+@pytest.mark.parametrize(("kernel_conv_size", "H", "W"), [(3, 8, 9), (3, 5, 11), (5, 13, 12), (1, 8, 8)])
+def test_inference_path_equals_the_autograd_pass(kernel_conv_size: int, H: int, W: int) -> None:
+    # Without autograd the upsampler runs INFERENCE_CHUNK frames at a time and the K^D head + kernel
+    # encoder run as one fused convolution (border ring recomputed; small frames take the plain path).
+    model = build(dataclasses.replace(TINY, kernel_conv_size=kernel_conv_size))
+    x = clip(2 * INFERENCE_CHUNK + 1, H, W)
     with torch.no_grad():
         pieces = model(x)["output"]
     whole = model(x)["output"].detach()

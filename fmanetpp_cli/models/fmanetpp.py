@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from fmanetpp_cli.errors import ConfigError, InputShapeError
 from fmanetpp_cli.models.ete import ExposureEncoder
 from fmanetpp_cli.models.hrbp import EDGE_MODES, HRBPBlock
-from fmanetpp_cli.models.layers import LAYERNORM_TYPES, RRDB, PixelShuffleBlock
+from fmanetpp_cli.models.layers import LAYERNORM_TYPES, RRDB, PixelShuffleBlock, compose_kernels
 from fmanetpp_cli.models.reblur import exposure_aware_fgdf
 
 MIN_SIZE = 2
@@ -383,6 +383,7 @@ class FMANetPP(nn.Module):
             self.ete.requires_grad_(False)
         self.degradation_learning_network = DegradationNet(config)
         self.restoration_network = RestorationNet(config)
+        self._fused_cache: tuple[Any, Tensor, Tensor | None] | None = None
 
     def _check_input(self, x: Tensor, y: Tensor | None, exposure: Tensor | None) -> None:
         if x.ndim != 5 or x.shape[1] != 3:
@@ -398,6 +399,59 @@ class FMANetPP(nn.Module):
         d = self.config.exposure_dim
         if exposure is not None and d and tuple(exposure.shape) != (B, T, d):
             raise InputShapeError(f"exposure must be [B, T, d_u] = {(B, T, d)}, got {tuple(exposure.shape)}")
+
+    def _fused_kernel_conv(self) -> tuple[Tensor, Tensor | None]:
+        """``kernel_encoder[0] o d_conv[2]`` as one ``C -> C`` convolution (cached per weight version).
+
+        The two convolutions meet with no nonlinearity in between (``K^D`` logits go straight into
+        Net_R's kernel encoder), so their composition is one convolution of kernel size
+        ``2 k - 1``; without ``y`` the ``3 k_d^2``-channel tensor between them never needs to exist.
+        """
+        inner: nn.Conv2d = self.degradation_learning_network.d_conv[2]  # type: ignore[assignment]
+        outer: nn.Conv2d = self.restoration_network.kernel_encoder[0]  # type: ignore[assignment]
+        key = tuple((w._version, w.data_ptr()) for w in (inner.weight, outer.weight))
+        if self._fused_cache is None or self._fused_cache[0] != key:
+            with torch.no_grad():
+                fused = compose_kernels(outer.weight.unsqueeze(2), inner.weight)[:, :, 0]  # [C, C, k', k']
+                bias = outer.bias
+                if inner.bias is not None:  # the inner bias passes through the outer kernel
+                    through = torch.einsum("omab,m->o", outer.weight, inner.bias)
+                    bias = through if bias is None else bias + through
+            self._fused_cache = (key, fused, bias)
+        return self._fused_cache[1], self._fused_cache[2]
+
+    def _kernel_features_fused(self, feats: Tensor) -> Tensor:
+        """Net_R's kernel features straight from Net_D's features, without autograd (see above).
+
+        Zero padding between the two original convolutions makes the fused one differ on a border ring
+        of width ``k // 2``; that ring is recomputed from thin slabs with the two convolutions.
+
+        Shapes:
+            feats: ``[B*T, C, H, W]`` (``F^{D,M}``).
+            return: ``[B*T, C, H, W]``.
+        """
+        net_d, net_r = self.degradation_learning_network, self.restoration_network
+        inner: nn.Conv2d = net_d.d_conv[2]  # type: ignore[assignment]
+        outer: nn.Conv2d = net_r.kernel_encoder[0]  # type: ignore[assignment]
+        hidden = F.leaky_relu(net_d.d_conv[0](feats), 0.2)  # [B*T, C, H, W]
+        ring = inner.kernel_size[0] // 2
+        _, _, H, W = hidden.shape
+        slab = 3 * ring  # rows of `hidden` that the first `ring` output rows depend on
+        if ring and min(H, W) < 2 * slab:
+            out = outer(inner(hidden))  # too small for the border recomputation to pay off
+        else:
+            fused, bias = self._fused_kernel_conv()
+            out = F.conv2d(hidden, fused, bias, padding=fused.shape[-1] // 2)  # [B*T, C, H, W]
+            if ring:
+
+                def two_step(h: Tensor) -> Tensor:
+                    return outer(inner(h))
+
+                out[:, :, :ring] = two_step(hidden[:, :, :slab])[:, :, :ring]
+                out[:, :, -ring:] = two_step(hidden[:, :, -slab:])[:, :, -ring:]
+                out[:, :, :, :ring] = two_step(hidden[:, :, :, :slab])[:, :, :, :ring]
+                out[:, :, :, -ring:] = two_step(hidden[:, :, :, -slab:])[:, :, :, -ring:]
+        return net_r.kernel_encoder[2](F.leaky_relu(out, 0.2))  # [B*T, C, H, W]
 
     def embed_exposure(self, x: Tensor) -> Tensor:
         """Exposure embeddings of every frame from the ETE (no gradient while the ETE is frozen).
@@ -438,7 +492,7 @@ class FMANetPP(nn.Module):
         """Net_D (+ the FGDF with ``y``); underscored keys: what Net_R needs, folded ``[B*T, ...]``.
 
         Without ``y`` the kernel logits are not kept: ``_kernel_features`` (Net_R's encoding of them) is
-        computed directly, frame piece by frame piece when autograd is off.
+        computed directly, through one fused convolution when autograd is off.
         """
         B, _, T, _, _ = x.shape
         frames = rearrange(x, "b c t h w -> (b t) c h w")  # [B*T, 3, H, W]
@@ -449,8 +503,11 @@ class FMANetPP(nn.Module):
         if u is not None:
             out["exposure"] = u
         if y is None:
-            # Only Net_R's encoding of K^D is needed: compute it piece by piece when autograd is off.
-            out["_kernel_features"] = per_frame(lambda f: net_r.kernel_encoder(net_d.d_conv(f)), feats)
+            # Only Net_R's encoding of K^D is needed: without autograd, through the fused convolution.
+            if torch.is_grad_enabled():
+                out["_kernel_features"] = net_r.kernel_encoder(net_d.d_conv(feats))  # [B*T, C, H, W]
+            else:
+                out["_kernel_features"] = self._kernel_features_fused(feats)  # [B*T, C, H, W]
             return out
         kernels = net_d.d_conv(feats)  # [B*T, 3 k_d^2, H, W]
         image_fm = net_d.f_conv(flow_mask)  # [B*T, 6, H, W]
