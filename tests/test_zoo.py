@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -42,6 +43,8 @@ def test_zoo_entries_are_honest() -> None:
     for spec in zoo.ZOO.values():
         assert spec.arch in ("fmanet", "fmanetpp") and spec.channel_order in ("RGB", "BGR")
         assert spec.filename.endswith(".safetensors") and spec.license
+        if spec.sha256 is not None:
+            assert re.fullmatch(r"[0-9a-f]{64}", spec.sha256), spec.name
         if spec.repo_id is None:
             assert spec.revision is None and spec.notes, spec.name
         else:
@@ -64,8 +67,13 @@ def test_weights_dirs_order(weights_dir: Path, tmp_path: Path) -> None:
     assert dirs[-1] == tmp_path / "xdg" / "fmanetpp" / "weights"
 
 
-def test_default_resolves_to_the_bundled_file(weights_dir: Path) -> None:
-    bundled = write_weights(weights_dir / zoo.ZOO[zoo.DEFAULT_MODEL].filename)
+def test_default_resolves_to_the_bundled_file(weights_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = zoo.ZOO[zoo.DEFAULT_MODEL]
+    bundled = write_weights(weights_dir / spec.filename)  # found first: FMANETPP_WEIGHTS_DIR leads
+    with pytest.raises(ChecksumError, match="update its sha256"):
+        resolve.resolve_weights()  # not the pinned file
+    pinned = dataclasses.replace(spec, sha256=resolve.sha256_of(bundled))
+    monkeypatch.setattr(zoo, "ZOO", {**zoo.ZOO, spec.name: pinned})
     assert resolve.resolve_weights() == bundled
     assert resolve.resolve_weights(zoo.DEFAULT_MODEL) == bundled
 

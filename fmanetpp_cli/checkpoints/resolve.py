@@ -63,7 +63,8 @@ def _local_zoo_file(spec: zoo.WeightSpec) -> Path | None:
         if actual != spec.sha256.lower():
             raise ChecksumError(
                 f"{path}: sha256 {actual} differs from the {spec.name!r} entry's {spec.sha256}; "
-                "the file is damaged or not the published one"
+                "the file is damaged or not the published one (if it was replaced on purpose, update "
+                "its sha256 in fmanetpp_cli/checkpoints/zoo.py)"
             )
     return path
 

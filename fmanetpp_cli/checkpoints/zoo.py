@@ -55,8 +55,8 @@ class WeightSpec:
         channel_order: the colour order the weights expect (``"RGB"`` or ``"BGR"``).
         repo_id: ``owner/name`` on the Hub, or None for a file that only exists locally.
         revision: the pinned commit of ``repo_id`` (40 hex digits); None only without ``repo_id``.
-        sha256: hex digest of the file when it is fixed and known; None when it is not (e.g. an import whose
-            bytes depend on the converter version): such files are used without a checksum check.
+        sha256: hex digest of the file when it is fixed and known (the bundled file, Hub files); None when it
+            is not (an import, whose bytes depend on the converter version): then no checksum check.
         license: the licence of the weights (and the data they were trained on, where it matters).
         source: where the weights come from (a URL or a short description).
         notes: anything a user should know (how to obtain the file, what is not published yet).
@@ -91,6 +91,8 @@ _ENTRIES: tuple[WeightSpec, ...] = (
         arch="fmanetpp",
         config="fmanetpp-small",
         filename="fmanetpp-small-v1.safetensors",
+        # sha256 of the file committed in weights/ (3725e49); tests/test_zoo.py checks they agree.
+        sha256="5c4e1b71ba8db0be774d5d6110c954d7e0191fd45277e9df27853e7774b93f34",
         license="MIT",
         source="trained in this project (fmanetpp train); model card in weights/README.md",
         notes=(
