@@ -20,7 +20,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def v1_reference() -> Path:
     """The FMA-Net (v1) golden fixtures, or a skip with the reason when ../shared is absent."""
     if not V1_REFERENCE.is_dir():
-        pytest.skip(f"FMA-Net v1 reference data not found at {V1_REFERENCE} (needs ../shared beside the repo)")
+        pytest.skip(f"FMA-Net v1 reference data not found at {V1_REFERENCE} (needs ../shared)")
     return V1_REFERENCE
 
 

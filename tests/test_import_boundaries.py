@@ -16,9 +16,10 @@ import pytest
     ],
 )
 def test_import_does_not_pull_in(module: str, forbidden: list[str]) -> None:
+    registry = "import fmanetpp_cli.models; fmanetpp_cli.models.list_models()\n"
     code = (
         f"import sys, {module}\n"
-        + ("import fmanetpp_cli.models; fmanetpp_cli.models.list_models()\n" if module.endswith("models") else "")
+        + (registry if module.endswith("models") else "")
         + f"bad = [m for m in {forbidden!r} if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )
