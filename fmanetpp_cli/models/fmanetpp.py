@@ -296,7 +296,7 @@ class RestorationNet(nn.Module):
         self.res_conv1 = _conv(c.dim, c.dim, bias=c.bias)
         if c.upsampler == "pixelshuffle":
             self.upsample: nn.Module = PixelShuffleBlock(channels=c.dim, bias=c.bias)
-            self.res_conv2 = _conv(c.dim, c.in_channels, bias=c.bias)
+            self.res_conv2: nn.Module = _conv(c.dim, c.in_channels, bias=c.bias)
         else:
             self.upsample = nn.Identity()
             self.res_conv2 = nn.Sequential(
