@@ -91,8 +91,8 @@ _ENTRIES: tuple[WeightSpec, ...] = (
         arch="fmanetpp",
         config="fmanetpp-small",
         filename="fmanetpp-small-v1.safetensors",
-        # sha256 of the file committed in weights/ (3725e49); tests/test_zoo.py checks they agree.
-        sha256="5c4e1b71ba8db0be774d5d6110c954d7e0191fd45277e9df27853e7774b93f34",
+        # sha256 of the file committed in weights/; tests/test_zoo.py checks they agree.
+        sha256="b4b984bd1a2f84cd2d911e36d9eb4ecdea0fc6025fa0b6e646b61d1ea155fdaf",
         license="MIT",
         source="trained in this project (fmanetpp train); model card in weights/README.md",
         notes=(
