@@ -159,6 +159,21 @@ def _conv(cin: int, cout: int, k: int = 3, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, padding=k // 2, bias=bias)
 
 
+def _feature_extractor(in_channels: int, cfg: FMANetPPConfig) -> nn.Sequential:
+    """Conv3x3 ``in_channels -> C``, LeakyReLU, RRDB: the per-frame feature extractor of Net_D and Net_R."""
+    return nn.Sequential(
+        _conv(in_channels, cfg.dim, bias=cfg.bias),
+        nn.LeakyReLU(0.2, inplace=True),
+        RRDB(
+            dim=cfg.dim,
+            num_rdb=cfg.num_rdb,
+            growth_rate=cfg.growth_rate,
+            num_dense_layer=cfg.num_dense_layer,
+            bias=cfg.bias,
+        ),
+    )
+
+
 def _hrbp_blocks(cfg: FMANetPPConfig, *, degradation_aware: bool) -> nn.ModuleList:
     return nn.ModuleList(
         [
@@ -203,17 +218,7 @@ class DegradationNet(nn.Module):
         c = config
         self.num_flow = c.num_flow
         self.init_mask_logit = c.init_mask_logit
-        self.feature_extractor = nn.Sequential(
-            _conv(c.in_channels, c.dim, bias=c.bias),
-            nn.LeakyReLU(0.2, inplace=True),
-            RRDB(
-                dim=c.dim,
-                num_rdb=c.num_rdb,
-                growth_rate=c.growth_rate,
-                num_dense_layer=c.num_dense_layer,
-                bias=c.bias,
-            ),
-        )
+        self.feature_extractor = _feature_extractor(c.in_channels, c)
         self.hrbp_blocks = _hrbp_blocks(c, degradation_aware=False)
         n6 = 6 * c.num_flow
         self.f_conv = nn.Sequential(
@@ -276,17 +281,7 @@ class RestorationNet(nn.Module):
         super().__init__()
         c = config
         self.scale = c.scale
-        self.feature_extractor = nn.Sequential(
-            _conv(c.in_channels + c.dim, c.dim, bias=c.bias),
-            nn.LeakyReLU(0.2, inplace=True),
-            RRDB(
-                dim=c.dim,
-                num_rdb=c.num_rdb,
-                growth_rate=c.growth_rate,
-                num_dense_layer=c.num_dense_layer,
-                bias=c.bias,
-            ),
-        )
+        self.feature_extractor = _feature_extractor(c.in_channels + c.dim, c)
         self.kernel_encoder = nn.Sequential(
             _conv(3 * c.ds_kernel_size**2, c.dim, c.kernel_conv_size, bias=c.bias),
             nn.LeakyReLU(0.2, inplace=True),
@@ -400,6 +395,12 @@ class FMANetPP(nn.Module):
         if exposure is not None and d and tuple(exposure.shape) != (B, T, d):
             raise InputShapeError(f"exposure must be [B, T, d_u] = {(B, T, d)}, got {tuple(exposure.shape)}")
 
+    def _fused_pair(self) -> tuple[nn.Conv2d, nn.Conv2d]:
+        """The convolutions that meet with no nonlinearity: ``d_conv[2]`` (inner), ``kernel_encoder[0]``."""
+        inner: nn.Conv2d = self.degradation_learning_network.d_conv[2]  # type: ignore[assignment]
+        outer: nn.Conv2d = self.restoration_network.kernel_encoder[0]  # type: ignore[assignment]
+        return inner, outer
+
     def _fused_kernel_conv(self) -> tuple[Tensor, Tensor | None]:
         """``kernel_encoder[0] o d_conv[2]`` as one ``C -> C`` convolution (cached per weight version).
 
@@ -407,8 +408,7 @@ class FMANetPP(nn.Module):
         Net_R's kernel encoder), so their composition is one convolution of kernel size
         ``2 k - 1``; without ``y`` the ``3 k_d^2``-channel tensor between them never needs to exist.
         """
-        inner: nn.Conv2d = self.degradation_learning_network.d_conv[2]  # type: ignore[assignment]
-        outer: nn.Conv2d = self.restoration_network.kernel_encoder[0]  # type: ignore[assignment]
+        inner, outer = self._fused_pair()
         key = tuple((w._version, w.data_ptr()) for w in (inner.weight, outer.weight))
         if self._fused_cache is None or self._fused_cache[0] != key:
             with torch.no_grad():
@@ -431,8 +431,7 @@ class FMANetPP(nn.Module):
             return: ``[B*T, C, H, W]``.
         """
         net_d, net_r = self.degradation_learning_network, self.restoration_network
-        inner: nn.Conv2d = net_d.d_conv[2]  # type: ignore[assignment]
-        outer: nn.Conv2d = net_r.kernel_encoder[0]  # type: ignore[assignment]
+        inner, outer = self._fused_pair()
         hidden = F.leaky_relu(net_d.d_conv[0](feats), 0.2)  # [B*T, C, H, W]
         ring = inner.kernel_size[0] // 2
         _, _, H, W = hidden.shape
