@@ -243,6 +243,26 @@ def read_checkpoint_bytes(data: bytes, source: str) -> Any:
     return load_torch_checkpoint(data, source)
 
 
+def sniff_weights_file(path: str | os.PathLike[str]) -> tuple[Path, bool]:
+    """Check that ``path`` is an existing file and tell whether its header is a safetensors one.
+
+    Returns:
+        ``(path, is_safetensors)``.
+
+    Raises:
+        CheckpointError: ``path`` is a folder.
+        WeightsNotFoundError: no such file.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"{p}: is a folder, not a weights file")
+    if not p.is_file():
+        raise WeightsNotFoundError(f"{p}: no such file")
+    with open(p, "rb") as f:
+        head = f.read(9)
+    return p, is_safetensors(head)
+
+
 def read_state_dict(path: str | os.PathLike[str]) -> StateDict:
     """Read a state dict from a ``.safetensors`` file or a legacy torch pickle, safely.
 
@@ -255,14 +275,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> StateDict:
         UnsafeCheckpointError: a pickle that references non-tensor globals (nothing is executed).
         CheckpointError: a folder, an empty, corrupt or unrecognised file, or one without tensors.
     """
-    p = Path(path)
-    if p.is_dir():
-        raise CheckpointError(f"{p}: is a folder, not a weights file")
-    if not p.is_file():
-        raise WeightsNotFoundError(f"{p}: no such file")
-    with open(p, "rb") as f:
-        head = f.read(9)
-    if is_safetensors(head):
+    p, safetensors = sniff_weights_file(path)
+    if safetensors:
         try:
             tensors = load_safetensors_file(str(p), device="cpu")
         except (SafetensorError, ValueError, OSError) as e:

@@ -22,8 +22,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from fmanetpp_cli.checkpoints.io import atomic_output, is_safetensors
-from fmanetpp_cli.errors import CheckpointError, ConfigError, StateDictMismatchError, WeightsNotFoundError
+from fmanetpp_cli.checkpoints.io import atomic_output, sniff_weights_file
+from fmanetpp_cli.errors import CheckpointError, ConfigError, StateDictMismatchError
 from fmanetpp_cli.models import arch_of, build_model
 
 FORMAT = "fmanetpp.weights/1"
@@ -127,14 +127,8 @@ def save_model(
 
 
 def _open_weights(path: str | os.PathLike[str]) -> tuple[Path, dict[str, str]]:
-    p = Path(path)
-    if p.is_dir():
-        raise CheckpointError(f"{p}: is a folder, not a weights file")
-    if not p.is_file():
-        raise WeightsNotFoundError(f"{p}: no such file")
-    with open(p, "rb") as f:
-        head = f.read(9)
-    if not is_safetensors(head):
+    p, safetensors = sniff_weights_file(path)
+    if not safetensors:
         raise CheckpointError(
             f"{p}: not a safetensors file; convert official checkpoints with `fmanetpp weights import`"
         )
