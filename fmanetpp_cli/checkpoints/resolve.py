@@ -69,6 +69,31 @@ def _local_zoo_file(spec: zoo.WeightSpec) -> Path | None:
     return path
 
 
+def _fetch_spec(
+    spec: zoo.WeightSpec,
+    repo_id: str,
+    *,
+    offline: bool | None,
+    cache_dir: str | Path | None,
+    force: bool = False,
+) -> Path:
+    """A zoo entry's file from the Hub cache or a download, pinned to its revision and sha256.
+
+    ``repo_id`` is ``spec.repo_id``, passed once checked not to be None.
+    """
+    from fmanetpp_cli.checkpoints import hub
+
+    return hub.fetch(
+        repo_id,
+        spec.filename,
+        revision=spec.revision,
+        sha256=spec.sha256,
+        cache_dir=cache_dir,
+        offline=offline,
+        force_download=force,
+    )
+
+
 def resolve_spec(
     spec: zoo.WeightSpec, *, offline: bool | None = None, cache_dir: str | Path | None = None
 ) -> Path:
@@ -91,16 +116,7 @@ def resolve_spec(
         raise WeightsNotFoundError(
             f"model {spec.name!r}: {spec.filename} is in none of the weights folders ({searched}).{hint}"
         )
-    from fmanetpp_cli.checkpoints import hub
-
-    return hub.fetch(
-        spec.repo_id,
-        spec.filename,
-        revision=spec.revision,
-        sha256=spec.sha256,
-        cache_dir=cache_dir,
-        offline=offline,
-    )
+    return _fetch_spec(spec, spec.repo_id, offline=offline, cache_dir=cache_dir)
 
 
 def resolve_weights(
@@ -201,15 +217,7 @@ def download_weights(
         spec = zoo.ZOO[model]
         if spec.repo_id is None or zoo.find_local(spec) is not None:
             return resolve_spec(spec, offline=offline, cache_dir=cache_dir)
-        return hub.fetch(
-            spec.repo_id,
-            spec.filename,
-            revision=spec.revision,
-            sha256=spec.sha256,
-            cache_dir=cache_dir,
-            offline=offline,
-            force_download=force,
-        )
+        return _fetch_spec(spec, spec.repo_id, offline=offline, cache_dir=cache_dir, force=force)
     if not looks_like_repo_id(model):
         known = ", ".join(sorted(zoo.ZOO))
         raise WeightsNotFoundError(
