@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_run import run_cli
 from media import make_clip, not_a_video
 from torch import Tensor, nn
 
@@ -252,16 +253,6 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 # The CLI: `fmanetpp restore IN_DIR OUT_DIR`
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from fmanetpp_cli.cli.app import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-        raise SystemExit(0)
-    cap = capsys.readouterr()
-    return int(exc.value.code or 0), cap.out, cap.err
-
-
 @pytest.fixture
 def toy_weights(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Weights resolution and loading replaced by the toy model; records what was resolved."""
@@ -284,14 +275,14 @@ def test_cli_folder_mode_exit_codes_table_and_report(
 ) -> None:
     out, report = tmp_path / "out", tmp_path / "report.json"
     argv = ["restore", str(in_dir), str(out), "--device", "cpu", "--tile", "off", "--report", str(report)]
-    code, stdout, _ = _run(argv, capsys)
+    code, stdout, _ = run_cli(argv, capsys)
     assert code == 0
     assert toy_weights == ["None|None"], "the model is resolved (and loaded) once for the whole folder"
     assert "3 ok, 0 skipped, 0 failed" in stdout and "sub/deeper/c.mov" in stdout
     assert json.loads(report.read_text())["exit_code"] == 0
 
     not_a_video(in_dir, "zz-broken.mp4")
-    code, stdout, _ = _run([*argv, "--skip-existing"], capsys)
+    code, stdout, _ = run_cli([*argv, "--skip-existing"], capsys)
     assert code == 1
     assert "0 ok, 3 skipped, 1 failed" in stdout and "zz-broken.mp4" in stdout
     saved = json.loads(report.read_text())
@@ -301,21 +292,21 @@ def test_cli_folder_mode_exit_codes_table_and_report(
 def test_cli_folder_mode_refuses_before_loading_weights(
     in_dir: Path, toy_weights: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, stderr = _run(["restore", str(in_dir), str(in_dir / "out")], capsys)
+    code, _, stderr = run_cli(["restore", str(in_dir), str(in_dir / "out")], capsys)
     assert code == 1 and "input folder" in stderr and len(stderr.strip().splitlines()) == 1
     assert toy_weights == [] and not (in_dir / "out").exists()
 
 
 def test_cli_folder_flags_need_a_folder(tmp_path: Path, toy_weights: list[str], capsys) -> None:
     clip = make_clip(tmp_path / "one.mp4", frames=1, width=16, height=16)
-    code, _, stderr = _run(["restore", str(clip), str(tmp_path / "o.mp4"), "--skip-existing"], capsys)
+    code, _, stderr = run_cli(["restore", str(clip), str(tmp_path / "o.mp4"), "--skip-existing"], capsys)
     assert code == 1 and "only when INPUT is a folder" in stderr
 
 
 def test_cli_folder_mode_shows_overall_and_per_file_progress(
     in_dir: Path, tmp_path: Path, toy_weights: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, stderr = _run(["restore", str(in_dir), str(tmp_path / "out"), "--device", "cpu"], capsys)
+    code, _, stderr = run_cli(["restore", str(in_dir), str(tmp_path / "out"), "--device", "cpu"], capsys)
     assert code == 0
     lines = [" ".join(line.split()) for line in stderr.splitlines()]
     assert any(line.startswith("files") and "3/3 files" in line for line in lines), stderr

@@ -21,6 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cli_run import run_cli  # noqa: E402
 from hub_server import FakeHub  # noqa: E402
 
 from fmanetpp_cli.checkpoints import hub, resolve, zoo  # noqa: E402
@@ -261,31 +262,21 @@ def test_repo_id_with_several_weights_needs_a_filename(fake_hub: FakeHub) -> Non
 # The commands: fmanetpp download / models / weights push, against the same fake Hub
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from fmanetpp_cli.cli.app import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-        raise SystemExit(0)
-    cap = capsys.readouterr()
-    return int(exc.value.code or 0), cap.out, cap.err
-
-
 def test_download_command_online_offline_and_checksum(
     fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = _payload(70)
     commit = fake_hub.commit(REPO, {FILE: data})
-    code, out, _ = _run(["download", REPO, "--sha256", _sha(data)], capsys)
+    code, out, _ = run_cli(["download", REPO, "--sha256", _sha(data)], capsys)
     assert code == 0 and Path(out.strip()).read_bytes() == data
-    code, out, _ = _run(["download", REPO, "--revision", commit, "--filename", FILE], capsys)
+    code, out, _ = run_cli(["download", REPO, "--revision", commit, "--filename", FILE], capsys)
     assert code == 0 and Path(out.strip()).read_bytes() == data
     fake_hub.stop()
     for revision in ("main", commit):  # a branch is remembered in refs/, a commit is its own snapshot
-        code, out2, _ = _run(["download", REPO, "--revision", revision, "--offline", "--json"], capsys)
+        code, out2, _ = run_cli(["download", REPO, "--revision", revision, "--offline", "--json"], capsys)
         assert code == 0 and json.loads(out2)["sha256"] == _sha(data)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, _, err = _run(["download", REPO, "--filename", "other.safetensors"], capsys)
+    code, _, err = run_cli(["download", REPO, "--filename", "other.safetensors"], capsys)
     assert code == 1 and "offline" in err and len(err.strip().splitlines()) == 1
 
 
@@ -293,7 +284,7 @@ def test_download_command_refuses_a_wrong_checksum(
     fake_hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake_hub.commit(REPO, {FILE: _payload(71)})
-    code, out, err = _run(["download", REPO, "--sha256", "0" * 64], capsys)
+    code, out, err = run_cli(["download", REPO, "--sha256", "0" * 64], capsys)
     assert code == 1 and out == ""
     assert "sha256" in err and "not used" in err and len(err.strip().splitlines()) == 1
     assert _cache_files(tmp_path) == []
@@ -310,7 +301,7 @@ def test_push_round_trip_with_model_card(
     weights = write_weights(
         tmp_path / "trained.safetensors", license="MIT", training=json.dumps({"clips": ["bikes"]})
     )
-    code, out, _ = _run(
+    code, out, _ = run_cli(
         ["weights", "push", str(weights), "me/fmanetpp-mine", "--metrics", '{"PSNR": 27.5}', "--json"], capsys
     )
     assert code == 0
@@ -336,9 +327,9 @@ def test_push_without_write_access_is_one_clear_error(
 
     fake_hub.token = "the-real-token"  # ours (HF_TOKEN) is not it
     weights = write_weights(tmp_path / "w.safetensors")
-    code, _, err = _run(["weights", "push", str(weights), "me/repo"], capsys)
+    code, _, err = run_cli(["weights", "push", str(weights), "me/repo"], capsys)
     assert code == 1 and "HTTP 401" in err and "me/repo" in err
-    code, _, err = _run(["weights", "push", str(tmp_path / "missing.safetensors"), "me/repo"], capsys)
+    code, _, err = run_cli(["weights", "push", str(tmp_path / "missing.safetensors"), "me/repo"], capsys)
     assert code == 1 and "missing.safetensors" in err
 
 
@@ -364,14 +355,14 @@ def test_end_to_end_push_then_restore_a_folder_with_the_repo_id(
     make_clip(src / "a.mp4", frames=2, width=16, height=16)
     make_clip(src / "day1" / "b.mkv", frames=2, width=16, height=16)
     argv = ["restore", str(src), str(tmp_path / "out"), "--model", "me/tiny", "--device", "cpu", "--quiet"]
-    code, _, err = _run(argv, capsys)
+    code, _, err = run_cli(argv, capsys)
     assert code == 0, err
     for rel in ("a.mp4", "day1/b.mkv"):
         info = probe(tmp_path / "out" / rel)
         assert (info.width, info.height) == (64, 64)
     assert hub.cached("me/tiny", "tiny.safetensors", revision=pushed.revision) is not None
     fake_hub.stop()  # the second run needs no network: the weights come from the cache
-    code, _, err = _run([*argv, "--skip-existing", "--offline"], capsys)
+    code, _, err = run_cli([*argv, "--skip-existing", "--offline"], capsys)
     assert code == 0, err
 
 

@@ -14,6 +14,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from cli_run import run_cli
 from media import (
     VFR_PTS,
     audio_only_clip,
@@ -57,14 +58,6 @@ def _audio_packets(path: Path) -> list[list[tuple[int, bytes]]]:
 def _frames(path: Path) -> list[np.ndarray]:
     with VideoReader(path) as r:
         return [f.image for f in r]
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-        raise SystemExit(0)
-    cap = capsys.readouterr()
-    return int(exc.value.code or 0), cap.out, cap.err
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -279,7 +272,7 @@ def toy_weights(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cli_restore_json(tmp_path: Path, capsys: pytest.CaptureFixture[str], toy_weights: None) -> None:
     src = cfr_clip(tmp_path, frames=4)
     out = tmp_path / "out.mp4"
-    code, stdout, _ = _run(["restore", str(src), str(out), "--tile", "off", "--json", "--compare"], capsys)
+    code, stdout, _ = run_cli(["restore", str(src), str(out), "--tile", "off", "--json", "--compare"], capsys)
     assert code == 0
     report = json.loads(stdout)
     assert report["frames"] == 4 and report["output"] == str(out)
@@ -288,9 +281,11 @@ def test_cli_restore_json(tmp_path: Path, capsys: pytest.CaptureFixture[str], to
 
 def test_cli_summary_and_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str], toy_weights: None) -> None:
     src = cfr_clip(tmp_path, frames=3)
-    code, stdout, _ = _run(["restore", str(src), str(tmp_path / "a.mp4"), "--tile", "0"], capsys)
+    code, stdout, _ = run_cli(["restore", str(src), str(tmp_path / "a.mp4"), "--tile", "0"], capsys)
     assert code == 0 and "restored 3 frames" in stdout and "audio copied" in stdout
-    code, stdout, stderr = _run(["restore", str(src), str(tmp_path / "b.mp4"), "-q", "--tile", "0"], capsys)
+    code, stdout, stderr = run_cli(
+        ["restore", str(src), str(tmp_path / "b.mp4"), "-q", "--tile", "0"], capsys
+    )
     assert code == 0 and stdout == "" and stderr == ""
 
 
@@ -308,7 +303,7 @@ def test_cli_passes_options(
     argv += ["--scene-threshold", "0.3"]
     argv += ["--end", "2.5", "--codec", "libx265", "--crf", "22", "--overwrite", "-q"]
     argv += ["--memory-budget", "1G"]
-    assert _run(argv, capsys)[0] == 0
+    assert run_cli(argv, capsys)[0] == 0
     _, _, opts, model = seen["args"][:4]
     assert (opts.scale, opts.chunk, opts.overlap, opts.tile, opts.device, opts.precision) == (
         2.0, 9, 3, 128, "cpu", "bf16"
@@ -338,7 +333,7 @@ def _assert_one_line_error(code: int, stderr: str, name: str) -> None:
 def test_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], toy_weights: None, make) -> None:
     src = make(tmp_path)
     out = tmp_path / "out.mp4"
-    code, _, stderr = _run(["restore", str(src), str(out)], capsys)
+    code, _, stderr = run_cli(["restore", str(src), str(out)], capsys)
     _assert_one_line_error(code, stderr, src.name)
     assert not out.exists() and not list(tmp_path.glob(".out.mp4.*"))
 
@@ -356,10 +351,10 @@ def test_cli_existing_output_is_kept(
     src = cfr_clip(tmp_path, frames=2)
     out = tmp_path / "out.mp4"
     out.write_bytes(b"precious")
-    code, _, stderr = _run(["restore", str(src), str(out), "--tile", "0"], capsys)
+    code, _, stderr = run_cli(["restore", str(src), str(out), "--tile", "0"], capsys)
     _assert_one_line_error(code, stderr, "out.mp4")
     assert out.read_bytes() == b"precious"
-    code, _, stderr = _run(["restore", str(src), str(src), "--overwrite", "--tile", "0"], capsys)
+    code, _, stderr = run_cli(["restore", str(src), str(src), "--overwrite", "--tile", "0"], capsys)
     _assert_one_line_error(code, stderr, src.name)
 
 
@@ -380,7 +375,7 @@ def test_cli_bad_options(
 ) -> None:
     src = cfr_clip(tmp_path, frames=2)
     out = tmp_path / "out.mp4"
-    code, _, stderr = _run(["restore", str(src), str(out), *flags], capsys)
+    code, _, stderr = run_cli(["restore", str(src), str(out), *flags], capsys)
     _assert_one_line_error(code, stderr, word)
     assert not out.exists()
 
@@ -403,7 +398,7 @@ def test_cli_truncated_output_never_left(
     monkeypatch.setattr(ckpt, "load_model", lambda path, device="cpu": Breaks(radius=1))
     src = cfr_clip(tmp_path, frames=10)
     out = tmp_path / "out.mp4"
-    code, _, stderr = _run(["restore", str(src), str(out), "--chunk", "4", "--tile", "0"], capsys)
+    code, _, stderr = run_cli(["restore", str(src), str(out), "--chunk", "4", "--tile", "0"], capsys)
     assert code == 1 and "out of memory" in stderr
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == [src.name]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_run import run_cli
 from safetensors.torch import save_file
 
 from fmanetpp_cli.checkpoints import catalog, resolve, zoo
@@ -152,14 +153,10 @@ def test_catalog_lists_zoo_imports_and_own_files(weights_dir: Path) -> None:
 
 
 def test_models_command_json(weights_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from fmanetpp_cli.cli.app import main
-
     write_weights(weights_dir / "fmanet-reds.safetensors", arch="fmanet", channel_order="BGR")
-    with pytest.raises(SystemExit) as exc:
-        main(["models", "--json"])
-        raise SystemExit(0)
-    assert exc.value.code in (0, None)
-    payload = json.loads(capsys.readouterr().out)
+    code, out, _ = run_cli(["models", "--json"], capsys)
+    assert code == 0
+    payload = json.loads(out)
     names = {m["name"]: m for m in payload["models"]}
     assert names["fmanet-reds"]["available"] is True
     assert str(weights_dir) in payload["weights_dirs"]
