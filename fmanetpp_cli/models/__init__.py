@@ -11,14 +11,28 @@ Nothing in this package does file, network or terminal I/O (``tests/test_import_
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from torch import nn
 
 from fmanetpp_cli.errors import ConfigError
 
-ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {}
-MODEL_CONFIGS: dict[str, Any] = {}
+
+class ArchConfig(Protocol):
+    """What every architecture config class provides (``FMANetConfig``, ``FMANetPPConfig``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types of every field."""
+        ...
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ArchConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys raise ``ConfigError``."""
+        ...
+
+
+ARCHITECTURES: dict[str, tuple[type[ArchConfig], type[nn.Module]]] = {}
+MODEL_CONFIGS: dict[str, ArchConfig] = {}
 
 
 def _register_all() -> None:
@@ -44,7 +58,7 @@ def list_architectures() -> list[str]:
     return sorted(ARCHITECTURES)
 
 
-def config_from_dict(arch: str, config: dict[str, Any]) -> Any:
+def config_from_dict(arch: str, config: dict[str, Any]) -> ArchConfig:
     """Rebuild an architecture config from its ``to_dict()`` form (unknown keys are an error)."""
     _register_all()
     if arch not in ARCHITECTURES:
@@ -52,7 +66,7 @@ def config_from_dict(arch: str, config: dict[str, Any]) -> Any:
     return ARCHITECTURES[arch][0].from_dict(config)
 
 
-def build_model(arch: str, config: dict[str, Any] | Any) -> nn.Module:
+def build_model(arch: str, config: dict[str, Any] | ArchConfig) -> nn.Module:
     """Build a network of architecture ``arch`` from a config instance or its dict form."""
     _register_all()
     cfg = config if not isinstance(config, dict) else config_from_dict(arch, config)
