@@ -8,6 +8,7 @@ on stderr and exit code 1; a traceback is shown only with ``--debug`` or ``FMANE
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 
@@ -57,8 +58,44 @@ def _root(
     _state["debug"] = debug or os.environ.get("FMANETPP_DEBUG", "") not in ("", "0")
 
 
+def flowed_help(doc: str) -> str:
+    """A docstring as help text: the lines of each paragraph joined, so that rich wraps it cleanly.
+
+    Typer (rich markup mode) keeps the single newlines of every paragraph after the first, which
+    mixed with rich's own wrapping gives ragged lines. A line starting with ``- `` still starts a new
+    line (lists); a paragraph starting with ``\\b`` and anything after ``\\f`` are kept as written.
+    """
+    text, cut, rest = inspect.cleandoc(doc).partition("\f")
+    body = text.rstrip()
+    paragraphs = []
+    for para in body.split("\n\n"):
+        if para.startswith("\b"):
+            paragraphs.append(para)
+            continue
+        lines: list[str] = []
+        for line in para.splitlines():
+            if lines and not line.lstrip().startswith("- "):
+                lines[-1] = f"{lines[-1]} {line.strip()}"
+            else:
+                lines.append(line.strip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs) + text[len(body) :] + cut + rest
+
+
+def _flow_command_help(typer_app: typer.Typer) -> None:
+    """Give every command registered so far (sub-groups too) its docstring as :func:`flowed_help`."""
+    for info in typer_app.registered_commands:
+        doc = inspect.getdoc(info.callback) if info.callback is not None else None
+        if info.help is None and doc:
+            info.help = flowed_help(doc)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _flow_command_help(group.typer_instance)
+
+
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
+_flow_command_help(app)
 
 
 def main(argv: list[str] | None = None) -> None:
