@@ -442,6 +442,11 @@ def test_find_pair_errors(tmp_path: Path) -> None:
     _official_pair(tmp_path / "two" / "b")
     with pytest.raises(CheckpointError, match="ambiguous.*a/model_D_best.pt"):
         find_official_checkpoints(tmp_path / "two")
+    for name in ("c", "d", "e"):
+        _official_pair(tmp_path / "two" / name)
+    with pytest.raises(CheckpointError) as many:
+        find_official_checkpoints(tmp_path / "two")
+    assert "... (10 files)" in str(many.value) and "e/model_R_best.pt" not in str(many.value)
     (tmp_path / "only_d").mkdir()
     shutil.copy(tmp_path / "two" / "a" / "model_D_best.pt", tmp_path / "only_d")
     with pytest.raises(WeightsNotFoundError, match="no model_R_best.pt"):

@@ -201,7 +201,8 @@ def _pick_pair(d_paths: list[str], r_paths: list[str], src: Path) -> tuple[str, 
     ]
     if len(pairs) == 1:
         return pairs[0]
-    listed = ", ".join(sorted(d_paths + r_paths))
+    found = sorted(d_paths + r_paths)
+    listed = ", ".join(found[:4]) + (f", ... ({len(found)} files)" if len(found) > 4 else "")
     raise CheckpointError(
         f"{src}: ambiguous, {len(d_paths)} {NET_D_FILE} and {len(r_paths)} {NET_R_FILE} found "
         f"({listed}); point SRC at the folder that holds the pair to import"
