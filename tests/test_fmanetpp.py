@@ -371,3 +371,32 @@ def test_strided_downsampling_equals_tap_by_tap_filter(k: int, s: int, H: int, W
         ours = strided_dynamic_downsample(x, logits, kernel_size=k, scale=s, coverage=c)
         ref = dynamic_downsample(x, logits, kernel_size=k, scale=s, coverage=c)
         torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_base_upsampler_is_the_output_of_a_zero_residual(mode: str) -> None:
+    torch.manual_seed(0)
+    model = FMANetPP(dataclasses.replace(TINY, base_upsampler=mode)).eval()
+    head = model.restoration_network.res_conv2
+    with torch.no_grad():
+        head.weight.zero_()
+        if head.bias is not None:
+            head.bias.zero_()
+    x = torch.rand(1, 3, 3, 8, 10)
+    with torch.no_grad():
+        out = model(x)["output"]
+    frames = x.transpose(1, 2).flatten(0, 1)  # [T, 3, 8, 10]
+    want = torch.nn.functional.interpolate(frames, scale_factor=4.0, mode=mode, align_corners=False)
+    other = "bicubic" if mode == "bilinear" else "bilinear"
+    unwanted = torch.nn.functional.interpolate(frames, scale_factor=4.0, mode=other, align_corners=False)
+    got = out.transpose(1, 2).flatten(0, 1)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert (got - unwanted).abs().max() > 1e-3
+
+
+def test_base_upsampler_defaults_to_bilinear_for_older_configs() -> None:
+    old = {k: v for k, v in PRESETS["fmanetpp-small"].to_dict().items() if k != "base_upsampler"}
+    assert FMANetPPConfig.from_dict(old).base_upsampler == "bilinear"  # files written before the field
+    assert PRESETS["fmanetpp-small-v2"].base_upsampler == "bicubic"
+    with pytest.raises(ConfigError, match="base_upsampler"):
+        dataclasses.replace(TINY, base_upsampler="nearest")

@@ -338,7 +338,9 @@ def restore_command(
     """
     from fmanetpp_cli.checkpoints import load_model
     from fmanetpp_cli.checkpoints.resolve import resolve_weights
+    from fmanetpp_cli.runtime import tune_allocator
 
+    tune_allocator()
     options = RestoreOptions(
         scale=scale,
         chunk=chunk,

@@ -28,6 +28,9 @@ def train_command(
     ] = None,
 ) -> None:
     """Train FMA-Net++: ETE pre-training, then Net_D, then Net_D + Net_R jointly."""
+    from fmanetpp_cli.runtime import tune_allocator
+
+    tune_allocator()
     cfg = load_config(config)
     changes: dict[str, object] = {}
     if out_dir is not None:
