@@ -162,6 +162,24 @@ def test_models_command_json(weights_dir: Path, capsys: pytest.CaptureFixture[st
     assert str(weights_dir) in payload["weights_dirs"]
 
 
+def test_models_table_fits_80_columns(
+    weights_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fmanetpp_cli.cli import _console
+
+    monkeypatch.setattr(_console.out, "_width", 80)
+    write_weights(weights_dir / "fmanet-reds.safetensors", arch="fmanet", channel_order="BGR")
+    code, out, _ = run_cli(["models"], capsys)
+    assert code == 0
+    table = out.split("Weights folders searched:")[0]
+    assert max(len(line) for line in table.splitlines()) <= 80
+    row = next(line for line in table.splitlines() if line.lstrip().startswith("fmanet-reds"))
+    assert "fmanet-reds.safetensors" in row, "a file in a searched folder is named without its folder"
+    assert "MIT" not in table, "licences are shown with --notes only"
+    code, out, _ = run_cli(["models", "--notes"], capsys)
+    assert "REDS" in out
+
+
 def test_bundled_file_matches_its_zoo_entry() -> None:
     """Once the trained default ships, its metadata agrees with the zoo entry (and its sha256, if pinned)."""
     spec = zoo.ZOO[zoo.DEFAULT_MODEL]
@@ -169,11 +187,11 @@ def test_bundled_file_matches_its_zoo_entry() -> None:
     if not path.is_file():
         pytest.skip(f"{path} is not in this checkout yet")
     from fmanetpp_cli.checkpoints import read_weights_info
-    from fmanetpp_cli.models import MODEL_CONFIGS, list_models
+    from fmanetpp_cli.models import MODEL_CONFIGS, config_from_dict, list_models
 
     info = read_weights_info(path)
     assert info.arch == spec.arch and info.channel_order == spec.channel_order
     if spec.config in list_models():
-        assert info.config == MODEL_CONFIGS[spec.config].to_dict()
+        assert config_from_dict(info.arch, info.config) == MODEL_CONFIGS[spec.config]
     if spec.sha256 is not None:
         assert resolve.sha256_of(path) == spec.sha256

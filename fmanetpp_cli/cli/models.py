@@ -14,25 +14,33 @@ from fmanetpp_cli.checkpoints.catalog import CatalogEntry, list_models
 from fmanetpp_cli.cli._console import out
 
 
-def _where(row: CatalogEntry) -> str:
+def _where(row: CatalogEntry, folders: list[Path]) -> str:
+    """Where the file is: its bare name inside a searched folder (listed under the table), else the path."""
     if row.path is not None:
-        return str(row.path)
+        return row.path.name if row.path.parent in folders else str(row.path)
     if row.repo_id is not None:
         return f"hub: {row.repo_id}/{row.filename}" + (f" @ {row.revision[:12]}" if row.revision else "")
     return "-"
 
 
+def _missing(row: CatalogEntry, folders: list[Path]) -> str:
+    where = _where(row, folders)
+    return "[dim]not here[/]" if where == "-" else f"[dim]{where} (not downloaded)[/]"
+
+
 def _render(rows: list[CatalogEntry], show_notes: bool) -> None:
-    table = Table(title="Models", title_justify="left")
+    folders = [Path(d) for d in zoo.weights_dirs()]
+    table = Table(
+        title="Models", title_justify="left", box=None, pad_edge=False, header_style="bold underline"
+    )
     table.add_column("name", style="bold", no_wrap=True)
-    table.add_column("kind")
+    table.add_column("kind", no_wrap=True)
     table.add_column("preset", no_wrap=True)
     table.add_column("x", justify="right")
     table.add_column("ch")
-    table.add_column("here")
     table.add_column("location", overflow="fold")
-    table.add_column("licence", overflow="fold")
     if show_notes:
+        table.add_column("licence", overflow="fold")
         table.add_column("notes", overflow="fold")
     for row in rows:
         preset = row.config if row.config and row.config != "custom" else f"{row.arch or '?'} (custom)"
@@ -42,22 +50,22 @@ def _render(rows: list[CatalogEntry], show_notes: bool) -> None:
             preset,
             str(row.scale) if row.scale else "?",
             row.channel_order or "?",
-            "[green]yes[/]" if row.available else "[dim]no[/]",
-            _where(row),
-            row.license,
+            _where(row, folders) if row.available else _missing(row, folders),
         ]
         if show_notes:
-            cells.append(row.notes)
+            cells += [row.license, row.notes]
         table.add_row(*cells)
     out.print(table)
-    folders = ", ".join(str(d) for d in zoo.weights_dirs())
-    out.print(f"Weights folders searched: {folders}", highlight=False, soft_wrap=True)
+    listing = ", ".join(str(d) for d in folders)
+    out.print(f"Weights folders searched: {listing}", highlight=False, soft_wrap=True)
 
 
 def models_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
     show_all: Annotated[bool, typer.Option("--all", help="Also list unlisted zoo entries.")] = False,
-    notes: Annotated[bool, typer.Option("--notes", help="Show how to obtain each model.")] = False,
+    notes: Annotated[
+        bool, typer.Option("--notes", help="Show each model's licence and how to obtain it.")
+    ] = False,
     cache_dir: Annotated[
         Path | None,
         typer.Option(
