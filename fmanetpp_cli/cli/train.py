@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -32,7 +32,7 @@ def train_command(
 
     tune_allocator()
     cfg = load_config(config)
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if out_dir is not None:
         changes["out_dir"] = str(out_dir.resolve())
     if device is not None:

@@ -160,7 +160,9 @@ def farneback(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
     """Farneback flow between two RGB uint8 frames with FMA-Net's parameters, ``[H, W, 2]``."""
     import cv2
 
-    return cv2.calcOpticalFlowFarneback(_grey(prev), _grey(nxt), None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    # OpenCV's stubs do not admit None for the optional output array, which the function accepts.
+    flow = cv2.calcOpticalFlowFarneback(_grey(prev), _grey(nxt), None, 0.5, 3, 15, 3, 5, 1.2, 0)  # type: ignore[call-overload]
+    return np.asarray(flow)
 
 
 def tof(restored: list[np.ndarray], gt: list[np.ndarray]) -> float:

@@ -547,9 +547,11 @@ class NetR(nn.Module):
             kd: ``[B*T, k_d*k_d, H, W]``.
             return: ``[B*T, dim, H, W]``.
         """
+        first: nn.Conv3d = self.d_conv[0]  # type: ignore[assignment]
+        second: nn.Conv3d = self.d_conv[2]  # type: ignore[assignment]
         if not first_conv_done:
-            kd = _temporal_conv(self.d_conv[0], kd, self.num_seq)  # [B*T, dim, H, W]
-        return _temporal_conv(self.d_conv[2], F.leaky_relu(kd, 0.2), self.num_seq)
+            kd = _temporal_conv(first, kd, self.num_seq)  # [B*T, dim, H, W]
+        return _temporal_conv(second, F.leaky_relu(kd, 0.2), self.num_seq)
 
     def restore(
         self, frames: Tensor, feat: Tensor, f: Tensor, kd_feat: Tensor
@@ -627,7 +629,7 @@ class FMANet(nn.Module):
         self.num_seq = config.num_seq
         self.temporal_radius = config.num_seq // 2
         self.stage = config.stage
-        common = {
+        common: dict[str, Any] = {
             "in_channels": config.in_channels,
             "dim": config.dim,
             "ds_kernel_size": config.ds_kernel_size,
@@ -708,7 +710,7 @@ class FMANet(nn.Module):
             with torch.no_grad():
                 self._fused_cache = (key, compose_kernels(outer.weight, inner.weight[:, :, 0]))
         fused = self._fused_cache[1]  # [dim, dim, kt, 5, 5]
-        pad = (outer.padding[0], 2, 2)
+        pad = (int(outer.padding[0]), 2, 2)
         out = temporal_conv(hidden, fused, outer.bias, pad, T)  # [B*T, dim, H, W]
 
         def two_step(h: Tensor) -> Tensor:

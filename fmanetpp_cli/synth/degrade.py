@@ -23,6 +23,7 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -129,7 +130,7 @@ def synthesize(source: Tensor, opts: DegradeOptions, still: bool) -> dict:
         blurry, sharp = average_exposures(source, levels, interval=opts.interval, offset=opts.start)
         if opts.crop is not None:
             blurry, sharp = center_crop(blurry, opts.crop), center_crop(sharp, opts.crop)
-        out = {"lr": bicubic_down(blurry, opts.scale), "gt": sharp, "levels": levels}
+        out: dict[str, Any] = {"lr": bicubic_down(blurry, opts.scale), "gt": sharp, "levels": levels}
     else:
         T = opts.frames if opts.frames is not None else (30 if still else N - opts.start)
         if not still and opts.start + T > N:

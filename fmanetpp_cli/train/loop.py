@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from fmanetpp_cli.errors import ConfigError
 from fmanetpp_cli.models import create_model
+from fmanetpp_cli.models.fmanetpp import FMANetPP
 from fmanetpp_cli.train.config import STAGES, TrainConfig
 from fmanetpp_cli.train.data import DegradedClips, batch_at, collate, load_sources
 from fmanetpp_cli.train.losses import batch_psnr, degradation_loss, restoration_loss, supcon
@@ -90,10 +91,17 @@ def lr_at(step: int, total: int, base: float, warmup: int, min_ratio: float) -> 
     return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def stage_parameters(model: nn.Module, stage: str) -> list[nn.Parameter]:
+def _ete(model: FMANetPP) -> nn.Module:
+    """The exposure encoder; the ETE stage is skipped for networks without one."""
+    if model.ete is None:
+        raise ConfigError("this network has no exposure encoder (use_exposure = false)")
+    return model.ete
+
+
+def stage_parameters(model: FMANetPP, stage: str) -> list[nn.Parameter]:
     """The parameters a stage trains (the others are frozen for it)."""
     if stage == "ete":
-        return list(model.ete.parameters())
+        return list(_ete(model).parameters())
     params = list(model.degradation_learning_network.parameters())
     if stage == "joint":
         params += list(model.restoration_network.parameters())
@@ -109,7 +117,7 @@ class StageLoss(nn.Module):
         cfg: the run's config (loss weights).
     """
 
-    def __init__(self, model: nn.Module, stage: str, cfg: TrainConfig) -> None:
+    def __init__(self, model: FMANetPP, stage: str, cfg: TrainConfig) -> None:
         super().__init__()
         self.model = model
         self.stage = stage
@@ -131,7 +139,7 @@ class StageLoss(nn.Module):
         lr, gt = batch["lr"], batch["gt"]
         if self.stage == "ete":
             frames = lr.transpose(1, 2).flatten(0, 1)  # [B*T, 3, h, w]
-            loss = supcon(self.model.ete(frames), batch["levels"].flatten(), lc.supcon_temperature)
+            loss = supcon(_ete(self.model)(frames), batch["levels"].flatten(), lc.supcon_temperature)
             return loss, {"supcon": loss.item()}
         flow_w = 0.0 if lc.flow_target == "none" else lc.flow
         fkw = {
@@ -154,7 +162,7 @@ class StageLoss(nn.Module):
 
 @torch.no_grad()
 def validate(
-    model: nn.Module, stage: str, batches: list[dict[str, Tensor]], cfg: TrainConfig
+    model: FMANetPP, stage: str, batches: list[dict[str, Tensor]], cfg: TrainConfig
 ) -> dict[str, float]:
     """Validation figures of a stage on fixed held-out clips.
 
@@ -169,7 +177,7 @@ def validate(
     for b in batches:
         lr, gt = b["lr"], b["gt"]
         if stage == "ete":
-            emb = model.ete(lr.transpose(1, 2).flatten(0, 1))  # [B*T, d_u]
+            emb = _ete(model)(lr.transpose(1, 2).flatten(0, 1))  # [B*T, d_u]
             labels = b["levels"].flatten()
             vals = {"supcon": supcon(emb, labels, cfg.loss.supcon_temperature).item()}
             classes = labels.unique()
@@ -246,7 +254,7 @@ def train(
     result = TrainResult(out_dir=out_dir, weights=weights_path, checkpoint=ckpt_path)
     try:
         model = create_model(cfg.model).to(device)
-        if not hasattr(model, "forward_degradation"):
+        if not isinstance(model, FMANetPP):
             raise ConfigError(f"{cfg.model} is not an FMA-Net++ model; `train` trains FMA-Net++ presets")
         stages = [s for s in STAGES if cfg.stage(s).steps > 0 and not (s == "ete" and model.ete is None)]
         done: dict[str, int] = {}
@@ -385,7 +393,7 @@ def train(
                     result.stopped_early = True
                     break
             if stage == "ete":
-                model.ete.requires_grad_(False)  # frozen from here on (paper: a stable exposure reference)
+                _ete(model).requires_grad_(False)  # frozen from here on (paper: a stable exposure reference)
             if result.stopped_early:
                 break
         result.steps = done
