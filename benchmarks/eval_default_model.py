@@ -32,6 +32,7 @@ import torch
 
 from fmanetpp_cli.checkpoints import load_model
 from fmanetpp_cli.eval import evaluate_frames
+from fmanetpp_cli.runtime import tune_allocator
 from fmanetpp_cli.synth import DegradeOptions, degrade
 from fmanetpp_cli.synth.exposure import from_uint8, to_uint8
 from fmanetpp_cli.synth.io import read_frames
@@ -132,6 +133,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    tune_allocator()
     model = load_model(args.weights)
     clips = make_sets(args.work)
     rows, ablation = [], []

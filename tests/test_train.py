@@ -62,10 +62,17 @@ def test_unknown_keys_are_rejected(tmp_path) -> None:
         config_from_dict({**raw, "loss": {"flow_target": "oracle"}})
 
 
-def test_bundled_recipe_parses() -> None:
+RECIPES = sorted((REPO / "fmanetpp_cli" / "train" / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_bundled_recipes_parse(recipe: Path) -> None:
     pytest.importorskip("skvideo")
-    cfg = load_config(REPO / "fmanetpp_cli" / "train" / "configs" / "default-small.toml")
-    assert cfg.model == "fmanetpp-small"
+    from fmanetpp_cli.models import list_models
+
+    cfg = load_config(recipe)
+    assert cfg.model in list_models()
+    assert Path(cfg.out_dir).name == recipe.stem
     assert [cfg.stage(s).steps > 0 for s in ("ete", "net_d", "joint")] == [True, True, True]
     assert cfg.loss.warp == 1e-4 and cfg.loss.flow == 1e-4 and cfg.loss.degradation == 0.1
     assert all(Path(s.path).name != "carphone_pristine.mp4" for s in cfg.data.sources)  # held out
