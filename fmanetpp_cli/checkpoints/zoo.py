@@ -7,8 +7,8 @@ installed package knows it without the repository checkout (house style, section
 
 Entries today:
 
-- ``fmanetpp-small``: the bundled default, an FMA-Net++ ``fmanetpp-small`` preset trained on this project's
-  CPU; the file ``fmanetpp-small-v1.safetensors`` ships in the repository's ``weights/`` folder. It is not
+- ``fmanetpp-small-v2``: the bundled default, an FMA-Net++ ``fmanetpp-small-v2`` preset trained on this
+  project's CPU; the file ``fmanetpp-small-v2.safetensors`` ships in the repository's ``weights/`` folder. It is not
   published on the Hub (no repository exists yet), so it has no ``repo_id``.
 - ``fmanet-reds``: the official FMA-Net (CVPR 2024) REDS weights. They are released as a zip on Google Drive,
   not on the Hub, so this is a local-only entry: import the release once with
@@ -39,7 +39,7 @@ from fmanetpp_cli.errors import WeightsNotFoundError
 WEIGHTS_DIR_ENV = "FMANETPP_WEIGHTS_DIR"
 
 # Name of the model used when neither --model nor --weights is given.
-DEFAULT_MODEL = "fmanetpp-small"
+DEFAULT_MODEL = "fmanetpp-small-v2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +87,12 @@ class WeightSpec:
 
 _ENTRIES: tuple[WeightSpec, ...] = (
     WeightSpec(
-        name="fmanetpp-small",
+        name="fmanetpp-small-v2",
         arch="fmanetpp",
-        config="fmanetpp-small",
-        filename="fmanetpp-small-v1.safetensors",
+        config="fmanetpp-small-v2",
+        filename="fmanetpp-small-v2.safetensors",
         # sha256 of the file committed in weights/; tests/test_zoo.py checks they agree.
-        sha256="b4b984bd1a2f84cd2d911e36d9eb4ecdea0fc6025fa0b6e646b61d1ea155fdaf",
+        sha256="9d63ace280a550a69cb5c9cfdc4ba49ca1aed772ee1301dfa03a89e82b6f577b",
         license="MIT",
         source="trained in this project (fmanetpp train); model card in weights/README.md",
         notes=(
