@@ -109,7 +109,9 @@ def build_model(name: str) -> nn.Module:
 def child(args: argparse.Namespace) -> None:
     """Run one restore and print its measurements as JSON (runs in its own process)."""
     from fmanetpp_cli.pipeline import RestoreOptions, restore_video
+    from fmanetpp_cli.runtime import tune_allocator
 
+    tune_allocator()  # as `fmanetpp restore` does
     torch.set_num_threads(args.threads)
     model = build_model(args.model)
     opts = RestoreOptions(chunk=args.chunk, tile=args.tile, device="cpu", overwrite=True)
