@@ -24,8 +24,9 @@ def _where(row: CatalogEntry, folders: list[Path]) -> str:
 
 
 def _missing(row: CatalogEntry, folders: list[Path]) -> str:
-    where = _where(row, folders)
-    return "[dim]not here[/]" if where == "-" else f"[dim]{where} (not downloaded)[/]"
+    if row.path is None and row.repo_id is None:
+        return "[dim]not here[/]"  # a local-only entry whose file is in no searched folder
+    return f"[dim]{_where(row, folders)} (not downloaded)[/]"
 
 
 def _render(rows: list[CatalogEntry], show_notes: bool) -> None:

@@ -609,7 +609,7 @@ class FMANetPP(nn.Module):
 
 _PAPER = FMANetPPConfig()
 
-# The CPU model the training stage ships: every mechanism, C = 24, M = 2, n = 3, k_d = 8, slim ETE; the
+# The base of the CPU presets: every mechanism, C = 24, M = 2, n = 3, k_d = 8, slim ETE; the
 # costly parts of the paper network at this width (HR-size upsampling convs, 3x3 convs on the
 # 3 k_d^2 kernel channels, per-block RDBs) are replaced by cheaper equivalents.
 _SMALL = FMANetPPConfig(
