@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fmanetpp_cli.errors import ConfigError
 from fmanetpp_cli.models import create_model
 from fmanetpp_cli.synth.io import write_png
-from fmanetpp_cli.train.config import config_from_dict, load_config
+from fmanetpp_cli.train.config import config_from_dict, load_config, resolve_source
 from fmanetpp_cli.train.data import DegradedClips, batch_at, load_sources
 from fmanetpp_cli.train.loop import StageLoss, lr_at, stage_parameters, train
 from fmanetpp_cli.train.losses import supcon
@@ -70,12 +70,68 @@ def test_bundled_recipes_parse(recipe: Path) -> None:
     pytest.importorskip("skvideo")
     from fmanetpp_cli.models import list_models
 
+    if "skimage:" in recipe.read_text():
+        pytest.importorskip("skimage")
     cfg = load_config(recipe)
     assert cfg.model in list_models()
     assert Path(cfg.out_dir).name == recipe.stem
-    assert [cfg.stage(s).steps > 0 for s in ("ete", "net_d", "joint")] == [True, True, True]
+    if cfg.init_weights:  # a fine-tuning recipe: joint training from a shipped weights file
+        assert Path(cfg.init_weights).is_file()
+        assert cfg.stage("joint").steps > 0
+    else:
+        assert [cfg.stage(s).steps > 0 for s in ("ete", "net_d", "joint")] == [True, True, True]
     assert cfg.loss.warp == 1e-4 and cfg.loss.flow == 1e-4 and cfg.loss.degradation == 0.1
-    assert all(Path(s.path).name != "carphone_pristine.mp4" for s in cfg.data.sources)  # held out
+    for spec in cfg.data.sources:  # the evaluation material is held out
+        assert Path(spec.path).name not in ("carphone_pristine.mp4", "grace_hopper.jpg")
+        assert Path(spec.path).exists(), spec.path
+
+
+def test_source_weights_set_the_sampling_shares(tmp_path) -> None:
+    a, b = still(tmp_path / "a.png", 0), still(tmp_path / "b.png", 1)
+    raw = tiny_config(tmp_path, joint=1)
+    raw["data"]["sources"] = [{"path": str(a), "weight": 3.0}, str(b)]
+    cfg = config_from_dict(raw)
+    assert [s.weight for s in cfg.data.sources] == [3.0, None]
+    sources = load_sources(cfg.data.sources, 1) + load_sources(cfg.data.sources[1:], 1)
+    ds = DegradedClips(sources, cfg.data, seed=0, source_weights=[3.0, None, 4.0])
+    assert ds.weights.tolist() == pytest.approx([3 / 8, 1 / 8, 4 / 8])  # None = the source's frame count
+    with pytest.raises(ConfigError, match="weight"):
+        config_from_dict({**raw, "data": {**raw["data"], "sources": [{"path": str(a), "weight": 0}]}})
+
+
+def test_skimage_sources_resolve_into_the_installed_package(tmp_path, monkeypatch) -> None:
+    import sys
+    import types
+
+    fake = types.ModuleType("skimage")
+    fake.__file__ = str(tmp_path / "skimage" / "__init__.py")
+    monkeypatch.setitem(sys.modules, "skimage", fake)
+    assert resolve_source("skimage:astronaut.png") == str(tmp_path / "skimage" / "data" / "astronaut.png")
+    monkeypatch.setitem(sys.modules, "skimage", None)  # not installed
+    with pytest.raises(ConfigError, match="scikit-image is not installed"):
+        resolve_source("skimage:astronaut.png")
+
+
+def test_init_weights_starts_from_a_weights_file_of_the_same_preset(tmp_path, one_thread) -> None:
+    from safetensors.torch import load_file
+
+    first = train(config_from_dict(tiny_config(tmp_path / "a", joint=2)))
+    raw = tiny_config(tmp_path / "b", joint=1)
+    raw["init_weights"] = str(first.weights)
+    raw["stages"]["joint"]["lr"] = 1e-12  # a step that cannot move the weights visibly
+    second = train(config_from_dict(raw))
+    before, after = load_file(str(first.weights)), load_file(str(second.weights))
+    assert before.keys() == after.keys()
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    assert "initialised from" in (tmp_path / "b" / "run" / "train.log").read_text()
+
+    fresh = train(config_from_dict({**raw, "init_weights": "", "out_dir": str(tmp_path / "c")}))
+    assert not all(torch.equal(before[k], v) for k, v in load_file(str(fresh.weights)).items())
+
+    with pytest.raises(ConfigError, match="different network"):
+        train(config_from_dict({**raw, "model": "fmanetpp-small", "out_dir": str(tmp_path / "d")}))
+    with pytest.raises(ConfigError, match="init_weights"):
+        train(config_from_dict({**raw, "init_weights": str(tmp_path / "nope.safetensors")}))
 
 
 def test_supcon_prefers_clustered_embeddings() -> None:

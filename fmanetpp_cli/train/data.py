@@ -68,9 +68,17 @@ class DegradedClips(torch.utils.data.Dataset):
         cfg: the data settings.
         seed: base seed; sample ``i`` is drawn from ``(seed, i)``.
         length: nominal length reported to samplers.
+        source_weights: sampling weight of each source (``None`` entries, or no list: its frame count).
     """
 
-    def __init__(self, sources: list[Tensor], cfg: DataConfig, seed: int, length: int = 10**9) -> None:
+    def __init__(
+        self,
+        sources: list[Tensor],
+        cfg: DataConfig,
+        seed: int,
+        length: int = 10**9,
+        source_weights: list[float | None] | None = None,
+    ) -> None:
         if not sources:
             raise InputShapeError("no training sources")
         hr = cfg.lr_patch * SCALE
@@ -81,7 +89,12 @@ class DegradedClips(torch.utils.data.Dataset):
         self.cfg = cfg
         self.seed = seed
         self.length = length
-        weights = np.array([s.shape[0] for s in sources], dtype=np.float64)
+        given = list(source_weights) if source_weights is not None else [None] * len(sources)
+        if len(given) != len(sources):
+            raise InputShapeError(f"{len(given)} source weights for {len(sources)} sources")
+        weights = np.array(
+            [s.shape[0] if w is None else w for s, w in zip(sources, given, strict=True)], dtype=np.float64
+        )
         self.weights = weights / weights.sum()
         self.motion = MotionRange(
             max_speed=cfg.max_speed,

@@ -268,11 +268,18 @@ def train(
             model.load_state_dict(state["model"])
             done = dict(state["done"])
             logger.info("resumed from %s: %s", ckpt_path, done)
+        elif cfg.init_weights:
+            _init_from(model, cfg.init_weights)
 
         logger.info(
             "run %s: model %s, stages %s, device %s, world %d", out_dir, cfg.model, stages, device, world
         )
-        train_set = DegradedClips(load_sources(cfg.data.sources, cfg.data.downscale), cfg.data, cfg.seed)
+        train_set = DegradedClips(
+            load_sources(cfg.data.sources, cfg.data.downscale),
+            cfg.data,
+            cfg.seed,
+            source_weights=[s.weight for s in cfg.data.sources],
+        )
         val_specs = cfg.data.val_sources or cfg.data.sources
         val_set = DegradedClips(load_sources(val_specs, cfg.data.downscale), cfg.data, cfg.seed + 10_007)
         val_batches = [collate([val_set[i], val_set[i + 1]]) for i in range(0, max(2, cfg.data.val_clips), 2)]
@@ -404,6 +411,21 @@ def train(
             handler.close()
         if distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _init_from(model: FMANetPP, path: str) -> None:
+    """Copy the weights of ``path`` (a weights file of the same architecture and config) into ``model``."""
+    from fmanetpp_cli.checkpoints import load_model
+    from fmanetpp_cli.errors import CheckpointError
+
+    try:
+        src = load_model(path)
+    except CheckpointError as e:
+        raise ConfigError(f"init_weights: {e}") from e
+    if not isinstance(src, FMANetPP) or src.config != model.config:
+        raise ConfigError(f"init_weights: {path} holds a different network than the configured preset")
+    model.load_state_dict(src.state_dict())
+    logger.info("initialised from %s", path)
 
 
 def _fmt(d: dict[str, float]) -> str:
