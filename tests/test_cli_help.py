@@ -62,3 +62,23 @@ def test_flowed_help_joins_lines_keeps_paragraphs_lists_and_markers() -> None:
     )
     kept = "Summary.\n\n\b\nkeep\nthese"
     assert flowed_help(kept) == kept
+
+
+@pytest.mark.parametrize(
+    "argv", [["nosuch"], ["restore", "--bogus"], ["restore", "a.mp4", "b.mp4", "--scale", "abc"]]
+)
+def test_usage_errors_are_one_message_and_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2
+    assert "Error:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [[], ["restore"], ["eval"], ["models"], ["weights", "import"]])
+def test_flags_show_no_type_placeholder(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", str(WIDTH))
+    code, out, _ = run_cli([*argv, "--help"], capsys)
+    assert code == 0
+    flagged = [line for line in out.splitlines() if "<bool>" in line and "--help" not in line]
+    assert flagged == [], flagged

@@ -11,6 +11,7 @@ import importlib
 import inspect
 import os
 import sys
+from typing import Any, cast
 
 import typer
 from rich.markup import escape
@@ -50,9 +51,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show a full traceback on errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show a full traceback on errors.", metavar=""),
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit.", metavar=""
     ),
 ) -> None:
     _state["debug"] = debug or os.environ.get("FMANETPP_DEBUG", "") not in ("", "0")
@@ -98,6 +99,15 @@ for _name in COMMAND_MODULES:
 _flow_command_help(app)
 
 
+def _is_usage_error(e: BaseException) -> bool:
+    """A click exception, from click itself or from the copy of click that typer >= 0.29 carries."""
+    import click
+
+    return isinstance(e, click.ClickException) or (
+        isinstance(e, getattr(typer, "TyperException", ())) and hasattr(e, "show") and hasattr(e, "exit_code")
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; expected errors exit with code 1 and one line on stderr."""
     debug_env = os.environ.get("FMANETPP_DEBUG", "") not in ("", "0")
@@ -113,11 +123,9 @@ def main(argv: list[str] | None = None) -> None:
         err.print("Interrupted.")
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - the one place where errors become messages
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
+        if _is_usage_error(e):  # unknown command or option, bad value: click's message and exit code 2
+            cast(Any, e).show()
+            sys.exit(cast(Any, e).exit_code)
         msg = message_for(e)
         if msg is None or _state["debug"] or debug_env or "--debug" in args:
             raise

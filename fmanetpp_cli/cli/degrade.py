@@ -54,7 +54,7 @@ def degrade_command(
     crf: Annotated[int | None, typer.Option(help="H.264 round trip of the LR frames at this CRF.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (trajectory, exposure walk, noise).")] = 0,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Write into a non-empty OUTPUT folder.")
+        bool, typer.Option("--overwrite", help="Write into a non-empty OUTPUT folder.", metavar="")
     ] = False,
 ) -> None:
     """Synthesise blurry low-resolution input and sharp ground truth from sharp footage."""

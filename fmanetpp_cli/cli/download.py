@@ -41,16 +41,21 @@ def download_command(
         ),
     ] = None,
     offline: Annotated[
-        bool, typer.Option("--offline", help="Use only the local cache (as HF_HUB_OFFLINE=1 does).")
+        bool,
+        typer.Option("--offline", help="Use only the local cache (as HF_HUB_OFFLINE=1 does).", metavar=""),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Download again even if cached.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Download again even if cached.", metavar="")
+    ] = False,
     cache_dir: Annotated[
         Path | None,
         typer.Option(
             "--cache-dir", help="Hugging Face cache folder (default: HF_HUB_CACHE).", show_default=False
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print path and sha256 as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print path and sha256 as JSON.", metavar="")
+    ] = False,
 ) -> None:
     """Download weights with huggingface_hub into its normal cache and print the local path.
 

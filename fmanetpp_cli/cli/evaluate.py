@@ -28,7 +28,8 @@ def eval_command(
     ] = None,
     crop: Annotated[int, typer.Option(help="Border pixels ignored (the paper's protocol: 4).")] = 4,
     tof: Annotated[
-        bool | None, typer.Option("--tof/--no-tof", help="Compute tOF (default: when OpenCV is installed).")
+        bool | None,
+        typer.Option("--tof/--no-tof", help="Compute tOF (default: when OpenCV is installed).", metavar=""),
     ] = None,
 ) -> None:
     """Measure a restored clip against its ground truth."""

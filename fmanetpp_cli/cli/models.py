@@ -62,10 +62,12 @@ def _render(rows: list[CatalogEntry], show_notes: bool) -> None:
 
 
 def models_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
-    show_all: Annotated[bool, typer.Option("--all", help="Also list unlisted zoo entries.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.", metavar="")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also list unlisted zoo entries.", metavar="")
+    ] = False,
     notes: Annotated[
-        bool, typer.Option("--notes", help="Show each model's licence and how to obtain it.")
+        bool, typer.Option("--notes", help="Show each model's licence and how to obtain it.", metavar="")
     ] = False,
     cache_dir: Annotated[
         Path | None,

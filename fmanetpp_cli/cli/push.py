@@ -35,7 +35,9 @@ def push_command(
             "--path-in-repo", help="Name in the repository (default: the file's name).", show_default=False
         ),
     ] = None,
-    private: Annotated[bool, typer.Option("--private", help="Create the repository private.")] = False,
+    private: Annotated[
+        bool, typer.Option("--private", help="Create the repository private.", metavar="")
+    ] = False,
     revision: Annotated[
         str | None,
         typer.Option("--revision", help="Branch to commit to (default: main).", show_default=False),
@@ -65,8 +67,10 @@ def push_command(
             show_default=False,
         ),
     ] = None,
-    no_card: Annotated[bool, typer.Option("--no-card", help="Do not upload a README.md model card.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    no_card: Annotated[
+        bool, typer.Option("--no-card", help="Do not upload a README.md model card.", metavar="")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.", metavar="")] = False,
 ) -> None:
     """Upload converted or trained weights to your own Hub repository, with a generated model card.
 

@@ -260,7 +260,7 @@ def restore_command(
     ] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="fp32, bf16, or fp16 (CUDA only).")] = "fp32",
     scene_detect: Annotated[
-        bool, typer.Option("--scene-detect", help="Reset the temporal context at hard cuts.")
+        bool, typer.Option("--scene-detect", help="Reset the temporal context at hard cuts.", metavar="")
     ] = False,
     scene_threshold: Annotated[
         float,
@@ -282,7 +282,9 @@ def restore_command(
     compare: Annotated[
         bool,
         typer.Option(
-            "--compare", help="Also write <output stem>.compare<ext>: bicubic | restored, side by side."
+            "--compare",
+            help="Also write <output stem>.compare<ext>: bicubic | restored, side by side.",
+            metavar="",
         ),
     ] = False,
     codec: Annotated[
@@ -297,10 +299,16 @@ def restore_command(
     preset: Annotated[
         str | None, typer.Option("--preset", help="Encoder speed preset.", show_default=False)
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
-    offline: Annotated[bool, typer.Option("--offline", help="Never download weights.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.", metavar="")
+    ] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Never download weights.", metavar="")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.", metavar="")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON on stdout.", metavar="")
+    ] = False,
     glob: Annotated[
         str | None,
         typer.Option(
@@ -311,7 +319,11 @@ def restore_command(
     ] = None,
     skip_existing: Annotated[
         bool,
-        typer.Option("--skip-existing", help="Folder mode: skip files whose output exists (resume a run)."),
+        typer.Option(
+            "--skip-existing",
+            help="Folder mode: skip files whose output exists (resume a run).",
+            metavar="",
+        ),
     ] = False,
     report: Annotated[
         Path | None,

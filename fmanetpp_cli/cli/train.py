@@ -18,7 +18,9 @@ from fmanetpp_cli.train import StepInfo, load_config, train
 
 def train_command(
     config: Annotated[Path, typer.Argument(help="Training config (TOML).", show_default=False)],
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT_DIR/checkpoint.pt.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from OUT_DIR/checkpoint.pt.", metavar="")
+    ] = False,
     out_dir: Annotated[
         Path | None, typer.Option("--out-dir", help="Override the config's out_dir.", show_default=False)
     ] = None,

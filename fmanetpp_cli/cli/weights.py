@@ -44,7 +44,9 @@ def import_command(
             show_default=False,
         ),
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.", metavar="")
+    ] = False,
 ) -> None:
     """Convert the official FMA-Net checkpoints into one safetensors weights file."""
     result = import_official(src, output, config=config, overwrite=overwrite)
@@ -65,7 +67,9 @@ def _render_import(result: ImportResult) -> None:
 @weights_app.command("info")
 def info_command(
     file: Annotated[Path, typer.Argument(help="A .safetensors weights file.", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the description as JSON.", metavar="")
+    ] = False,
 ) -> None:
     """Describe a weights file: architecture, config, channel order, parameter count, sources."""
     info = read_weights_info(file)
