@@ -77,6 +77,17 @@ class HubError(CheckpointError):
     """A download from the Hugging Face Hub failed (HTTP error, dropped connection, no such repo)."""
 
 
+class OutputExistsError(FMANetError, FileExistsError):
+    """An output (video, weights file, frame folder) that exists without ``overwrite``, is a folder where
+    a file is wanted, or is the input itself. Nothing has been written when it is raised.
+
+    ``overwritable`` says whether ``--overwrite`` would help (not for the input itself, nor a folder)."""
+
+    def __init__(self, message: str, *, overwritable: bool = True) -> None:
+        super().__init__(message)
+        self.overwritable = overwritable
+
+
 class VideoError(FMANetError):
     """Base class of video input/output problems."""
 
@@ -95,7 +106,3 @@ class VideoDecodeError(VideoError):
 
 class VideoWriteError(VideoError, OSError):
     """The output cannot be written (unwritable folder, encoder failure, failed verification)."""
-
-
-class OutputExistsError(VideoError, FileExistsError):
-    """The output exists and ``overwrite`` was not given, or the output is the input."""

@@ -353,9 +353,11 @@ def test_cli_existing_output_is_kept(
     out.write_bytes(b"precious")
     code, _, stderr = run_cli(["restore", str(src), str(out), "--tile", "0"], capsys)
     _assert_one_line_error(code, stderr, "out.mp4")
+    assert "--overwrite" in stderr  # the way out is named
     assert out.read_bytes() == b"precious"
     code, _, stderr = run_cli(["restore", str(src), str(src), "--overwrite", "--tile", "0"], capsys)
     _assert_one_line_error(code, stderr, src.name)
+    assert "--overwrite" not in stderr  # it would not help: the input is never replaced
 
 
 @pytest.mark.parametrize(

@@ -289,13 +289,13 @@ def _part_state_dict(found: FoundCheckpoint, part: str) -> dict[str, torch.Tenso
 def _check_output(src: Path, out: Path, overwrite: bool) -> None:
     """Refuse an output that is a folder, exists (without ``overwrite``), or is one of the inputs."""
     if out.is_dir():
-        raise OutputExistsError(f"{out}: is a folder; give the output file name")
+        raise OutputExistsError(f"{out}: is a folder; give the output file name", overwritable=False)
     if out.exists():
         target = out.resolve()
         if target == src.resolve() or (
             src.is_dir() and target.is_relative_to(src.resolve()) and target.name in (NET_D_FILE, NET_R_FILE)
         ):
-            raise OutputExistsError(f"{out}: the output is the input")
+            raise OutputExistsError(f"{out}: the output is the input", overwritable=False)
         if not overwrite:
             raise OutputExistsError(f"{out}: already exists")
 

@@ -6,6 +6,11 @@ from collections.abc import Callable
 
 from fmanetpp_cli import errors as E
 
+
+def _overwritable(e: BaseException) -> bool:
+    return bool(getattr(e, "overwritable", True))
+
+
 ERROR_MESSAGES: list[tuple[type[BaseException], Callable[[BaseException], str]]] = [
     (E.UnsafeCheckpointError, lambda e: f"{e} (nothing was executed)"),
     (E.StateDictMismatchError, lambda e: str(e)),
@@ -13,7 +18,7 @@ ERROR_MESSAGES: list[tuple[type[BaseException], Callable[[BaseException], str]]]
     (E.HubError, lambda e: f"download failed: {e}"),
     (E.WeightsNotFoundError, lambda e: f"weights not found: {e}"),
     (E.CheckpointError, lambda e: f"bad weights: {e}"),
-    (E.OutputExistsError, lambda e: f"{e} (use --overwrite to replace it)"),
+    (E.OutputExistsError, lambda e: f"{e} (use --overwrite to replace it)" if _overwritable(e) else str(e)),
     (E.VideoError, lambda e: str(e)),
     (E.InputShapeError, lambda e: f"bad input: {e}"),
     (E.ConfigError, lambda e: f"bad option: {e}"),

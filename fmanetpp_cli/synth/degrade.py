@@ -175,7 +175,7 @@ def degrade(
     """
     src, out_dir = Path(source), Path(output)
     if out_dir.resolve() == src.resolve():
-        raise OutputExistsError(f"{out_dir}: the output would overwrite the source")
+        raise OutputExistsError(f"{out_dir}: the output would overwrite the source", overwritable=False)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise OutputExistsError(f"{out_dir}: folder exists and is not empty")
     still = src.is_file() and is_image(src)

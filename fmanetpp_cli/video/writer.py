@@ -179,9 +179,13 @@ class VideoWriter:
     def _check_output(self, overwrite: bool, source: Path | None) -> None:
         out = self.output
         if source is not None and _same_file(out, source):
-            raise OutputExistsError(f"{out}: the output is the input file; choose another output path")
+            raise OutputExistsError(
+                f"{out}: the output is the input file; choose another output path", overwritable=False
+            )
         if out.is_dir():
-            raise OutputExistsError(f"{out}: is a folder; give a file name for the output")
+            raise OutputExistsError(
+                f"{out}: is a folder; give a file name for the output", overwritable=False
+            )
         if out.exists() and not overwrite:
             raise OutputExistsError(f"{out}: output already exists")
         folder = out.parent if str(out.parent) else Path(".")
