@@ -158,7 +158,11 @@ def test_bad_inputs_raise_input_shape_error() -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config", [TINY, TINY_M2], ids=["M1", "M2"])
+@pytest.mark.parametrize(
+    "config",
+    [TINY, TINY_M2, dataclasses.replace(TINY_M2, initial_flow="global")],
+    ids=["M1", "M2", "M2-global-flow"],
+)
 def test_receptive_field_is_exactly_two_blocks_per_side(config: FMANetPPConfig) -> None:
     model = build(config)
     r = model.temporal_radius
@@ -173,9 +177,11 @@ def test_receptive_field_is_exactly_two_blocks_per_side(config: FMANetPPConfig) 
     assert changed == [True] * (r + 1) + [False] * (T - r - 1)
 
 
-@pytest.mark.parametrize("edge_mode", ["replicate", "mask"])
-def test_chunk_with_context_equals_whole_clip(edge_mode: str) -> None:
-    model = build(dataclasses.replace(TINY_M2, edge_mode=edge_mode))
+@pytest.mark.parametrize(
+    ("edge_mode", "initial_flow"), [("replicate", "zero"), ("mask", "zero"), ("replicate", "global")]
+)
+def test_chunk_with_context_equals_whole_clip(edge_mode: str, initial_flow: str) -> None:
+    model = build(dataclasses.replace(TINY_M2, edge_mode=edge_mode, initial_flow=initial_flow))
     r = model.temporal_radius
     T = 2 * r + 5
     x = clip(T, 8, 10, seed=4)

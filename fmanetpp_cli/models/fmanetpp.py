@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from fmanetpp_cli.errors import ConfigError, InputShapeError
 from fmanetpp_cli.models.ete import ExposureEncoder
+from fmanetpp_cli.models.global_motion import neighbour_shifts
 from fmanetpp_cli.models.hrbp import EDGE_MODES, HRBPBlock
 from fmanetpp_cli.models.layers import LAYERNORM_TYPES, RRDB, PixelShuffleBlock, compose_kernels
 from fmanetpp_cli.models.reblur import exposure_aware_fgdf
@@ -104,6 +105,7 @@ class FMANetPPConfig:
     etm_hidden: int = 512  # hidden width of each ETM MLP (0 = one linear layer)
     edge_mode: str = "replicate"  # missing neighbour at a sequence end: "replicate" (own frame) or "mask" (0)
     init_mask_logit: float = 4.0  # occlusion-mask logit of Net_D's initial flow-masks (sigmoid = 0.982)
+    initial_flow: str = "zero"  # Net_D's starting flows: "zero" (paper) or "global" (phase correlation)
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -128,6 +130,10 @@ class FMANetPPConfig:
             f"ds_kernel_size - scale must be even and >= 0, got k_d={self.ds_kernel_size}, s={self.scale}",
         )
         need(self.ffn_expansion_factor > 0, "ffn_expansion_factor must be > 0")
+        need(
+            self.initial_flow in ("zero", "global"),
+            f"initial_flow must be zero or global, not {self.initial_flow!r}",
+        )
         need(self.layernorm_type in LAYERNORM_TYPES, f"layernorm_type must be one of {LAYERNORM_TYPES}")
         need(self.edge_mode in EDGE_MODES, f"edge_mode must be one of {EDGE_MODES}, got {self.edge_mode!r}")
         need(self.upsampler in UPSAMPLERS, f"upsampler must be one of {UPSAMPLERS}, got {self.upsampler!r}")
@@ -226,6 +232,7 @@ class DegradationNet(nn.Module):
         c = config
         self.num_flow = c.num_flow
         self.init_mask_logit = c.init_mask_logit
+        self.initial_flow = c.initial_flow
         self.feature_extractor = _feature_extractor(c.in_channels, c)
         self.hrbp_blocks = _hrbp_blocks(c, degradation_aware=False)
         n6 = 6 * c.num_flow
@@ -238,16 +245,22 @@ class DegradationNet(nn.Module):
             _conv(c.dim, 3 * c.ds_kernel_size**2, c.kernel_conv_size, bias=c.bias),
         )
 
-    def initial_flow_mask(self, like: Tensor) -> Tensor:
-        """Zero flows and open masks (logit ``init_mask_logit``) for every frame and direction.
+    def initial_flow_mask(self, like: Tensor, frames: Tensor | None = None, num_frames: int = 1) -> Tensor:
+        """Open masks (logit ``init_mask_logit``) and zero flows, or with ``initial_flow = "global"`` and
+        ``frames`` given, every flow of a direction set to that frame pair's global translation.
 
         Shapes:
             like: ``[N, C, H, W]`` (only its batch, size, dtype and device are used).
+            frames: ``[N, 3, H, W]``, ``num_frames`` consecutive frames per clip.
             return: ``[N, 6n, H, W]``.
         """
         N, _, H, W = like.shape
         fm = like.new_zeros(N, 2 * self.num_flow, 3, H, W)
         fm[:, :, 2] = self.init_mask_logit
+        if self.initial_flow == "global" and frames is not None:
+            to_prev, to_next = neighbour_shifts(frames, num_frames)  # [N, 2] each
+            fm[:, : self.num_flow, :2] = to_prev.to(fm.dtype)[:, None, :, None, None]
+            fm[:, self.num_flow :, :2] = to_next.to(fm.dtype)[:, None, :, None, None]
         return fm.view(N, 6 * self.num_flow, H, W)  # [N, 6n, H, W]
 
     def forward(self, x: Tensor, *, num_frames: int, exposure: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -264,7 +277,7 @@ class DegradationNet(nn.Module):
             return: ``([B*T, C, H, W], [B*T, 6n, H, W])``.
         """
         feats = self.feature_extractor(x)  # [B*T, C, H, W]
-        flow_mask = self.initial_flow_mask(feats)  # [B*T, 6n, H, W]
+        flow_mask = self.initial_flow_mask(feats, x, num_frames)  # [B*T, 6n, H, W]
         for block in self.hrbp_blocks:
             feats, flow_mask = block(feats, flow_mask, num_frames=num_frames, exposure=exposure)
         return feats, flow_mask
@@ -642,6 +655,8 @@ PRESETS: dict[str, FMANetPPConfig] = {
     "fmanetpp-small": _SMALL,
     # fmanetpp-small with the bicubic base of Eq. 8 (see RestorationNet).
     "fmanetpp-small-v2": dataclasses.replace(_SMALL, base_upsampler="bicubic"),
+    # v2 whose Net_D starts from the global translation of each frame pair (models/global_motion.py)
+    "fmanetpp-small-v2g": dataclasses.replace(_SMALL, base_upsampler="bicubic", initial_flow="global"),
     # Wider and deeper CPU model: C = 32, n = 2, two RDBs per feature extractor, bicubic base.
     "fmanetpp-medium": dataclasses.replace(_SMALL, dim=32, num_flow=2, num_rdb=2, base_upsampler="bicubic"),
     # For tests: the smallest network that still has every part.

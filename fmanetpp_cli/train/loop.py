@@ -18,6 +18,7 @@ data stream continues exactly). Under ``torchrun`` each process trains on its ow
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -414,7 +415,7 @@ def train(
 
 
 def _init_from(model: FMANetPP, path: str) -> None:
-    """Copy the weights of ``path`` (a weights file of the same architecture and config) into ``model``."""
+    """Copy the weights of ``path`` (a weights file with the same parameters) into ``model``."""
     from fmanetpp_cli.checkpoints import load_model
     from fmanetpp_cli.errors import CheckpointError
 
@@ -422,10 +423,20 @@ def _init_from(model: FMANetPP, path: str) -> None:
         src = load_model(path)
     except CheckpointError as e:
         raise ConfigError(f"init_weights: {e}") from e
-    if not isinstance(src, FMANetPP) or src.config != model.config:
+    if not isinstance(src, FMANetPP):
         raise ConfigError(f"init_weights: {path} holds a different network than the configured preset")
-    model.load_state_dict(src.state_dict())
-    logger.info("initialised from %s", path)
+    try:
+        model.load_state_dict(src.state_dict())
+    except RuntimeError as e:
+        raise ConfigError(f"init_weights: {path} holds a different network than the configured preset") from e
+    changed = sorted(
+        f.name
+        for f in dataclasses.fields(model.config)
+        if getattr(model.config, f.name) != getattr(src.config, f.name)
+    )  # parameter-free settings (e.g. initial_flow) may differ
+    logger.info(
+        "initialised from %s%s", path, f" (settings changed: {', '.join(changed)})" if changed else ""
+    )
 
 
 def _fmt(d: dict[str, float]) -> str:
