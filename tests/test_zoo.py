@@ -180,12 +180,18 @@ def test_models_table_fits_80_columns(
     assert "REDS" in out
 
 
-def test_bundled_file_matches_its_zoo_entry() -> None:
-    """Once the trained default ships, its metadata agrees with the zoo entry (and its sha256, if pinned)."""
-    spec = zoo.ZOO[zoo.DEFAULT_MODEL]
+COMMITTED = [name for name, spec in zoo.ZOO.items() if (REPO_ROOT / "weights" / spec.filename).is_file()]
+
+
+def test_the_default_is_committed() -> None:
+    assert zoo.DEFAULT_MODEL in COMMITTED
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_files_match_their_zoo_entries(name: str) -> None:
+    """Every weights file in weights/ agrees with its zoo entry: metadata, preset and pinned sha256."""
+    spec = zoo.ZOO[name]
     path = REPO_ROOT / "weights" / spec.filename
-    if not path.is_file():
-        pytest.skip(f"{path} is not in this checkout yet")
     from fmanetpp_cli.checkpoints import read_weights_info
     from fmanetpp_cli.models import MODEL_CONFIGS, config_from_dict, list_models
 

@@ -7,9 +7,11 @@ installed package knows it without the repository checkout (house style, section
 
 Entries today:
 
-- ``fmanetpp-small-v2``: the bundled default, an FMA-Net++ ``fmanetpp-small-v2`` preset trained on this
-  project's CPU; the file ``fmanetpp-small-v2.safetensors`` ships in the repository's ``weights/`` folder.
-  It is not published on the Hub (no repository exists yet), so it has no ``repo_id``.
+- ``fmanetpp-small-v3``: the bundled default, an FMA-Net++ ``fmanetpp-small-v2`` preset trained on this
+  project's CPU (``fmanetpp-small-v2`` fine-tuned on more footage); the file
+  ``fmanetpp-small-v3.safetensors`` ships in the repository's ``weights/`` folder. It is not published on
+  the Hub (no repository exists yet), so it has no ``repo_id``.
+- ``fmanetpp-small-v2``: the previous default, kept in ``weights/`` because the v3 recipe starts from it.
 - ``fmanet-reds``: the official FMA-Net (CVPR 2024) REDS weights. They are released as a zip on Google Drive,
   not on the Hub, so this is a local-only entry: import the release once with
   ``fmanetpp weights import FMA-Net.zip <weights dir>/fmanet-reds.safetensors`` (any folder of
@@ -39,7 +41,7 @@ from fmanetpp_cli.errors import WeightsNotFoundError
 WEIGHTS_DIR_ENV = "FMANETPP_WEIGHTS_DIR"
 
 # Name of the model used when neither --model nor --weights is given.
-DEFAULT_MODEL = "fmanetpp-small-v2"
+DEFAULT_MODEL = "fmanetpp-small-v3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +89,12 @@ class WeightSpec:
 
 _ENTRIES: tuple[WeightSpec, ...] = (
     WeightSpec(
-        name="fmanetpp-small-v2",
+        name="fmanetpp-small-v3",
         arch="fmanetpp",
         config="fmanetpp-small-v2",
-        filename="fmanetpp-small-v2.safetensors",
+        filename="fmanetpp-small-v3.safetensors",
         # sha256 of the file committed in weights/; tests/test_zoo.py checks they agree.
-        sha256="9d63ace280a550a69cb5c9cfdc4ba49ca1aed772ee1301dfa03a89e82b6f577b",
+        sha256="5f63257d74f17c474dca97dd53e477dadea218845698a39799bab074e184ab69",
         license="MIT",
         source="trained in this project (fmanetpp train); model card in weights/README.md",
         notes=(
@@ -100,6 +102,16 @@ _ENTRIES: tuple[WeightSpec, ...] = (
             "the Hub yet; `fmanetpp weights push` publishes a copy."
         ),
         bundled=True,
+    ),
+    WeightSpec(
+        name="fmanetpp-small-v2",
+        arch="fmanetpp",
+        config="fmanetpp-small-v2",
+        filename="fmanetpp-small-v2.safetensors",
+        sha256="9d63ace280a550a69cb5c9cfdc4ba49ca1aed772ee1301dfa03a89e82b6f577b",
+        license="MIT",
+        source="trained in this project (fmanetpp train); model card in weights/README.md",
+        notes="The previous bundled default; the starting point of the v3 recipe (weights/README.md).",
     ),
     WeightSpec(
         name="fmanet-reds",
