@@ -175,3 +175,46 @@ def test_degrade_hfr_from_frame_folder(tmp_path) -> None:
     assert [int(f[0, 0, 0]) for f in gt] == [0, 40, 80]
     lr = read_frames(tmp_path / "out" / "lr")
     assert lr[1].shape == (4, 4, 3) and int(lr[1][0, 0, 0]) == 45  # 5:3 of 4 frames: round(2.4) = 2 frames
+
+
+def test_advanced_trajectory_is_the_later_part_of_the_same_path() -> None:
+    traj = Trajectory.random(np.random.default_rng(3), MotionRange(max_accel=2.0, max_shake=4.0))
+    t = np.arange(6.0)
+    later = traj.advanced(9.5)
+    diff = later.translation(t) - traj.translation(t + 9.5)
+    assert np.ptp(diff, axis=0).max() < 1e-9  # equal up to a constant offset
+    speed = np.hypot(*later.velocity)
+    assert abs(speed - np.hypot(*(np.array(traj.velocity) + 9.5 * np.array(traj.accel)))) < 1e-9
+    assert later.rotation == traj.rotation and later.zoom == traj.zoom
+
+
+def test_time_offset_makes_training_clips_move_faster(tmp_path) -> None:
+    from fmanetpp_cli.train.config import config_from_dict
+    from fmanetpp_cli.train.data import DegradedClips, load_sources
+
+    g = torch.Generator().manual_seed(0)
+    img = F.interpolate(torch.rand(1, 3, 20, 20, generator=g), size=(160, 160), mode="bicubic").clamp(0, 1)[0]
+    write_png(tmp_path / "s.png", (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    speeds = []
+    for offset in (0.0, 14.0):
+        cfg = config_from_dict(
+            {
+                "out_dir": str(tmp_path / "run"),
+                "data": {
+                    "sources": [str(tmp_path / "s.png")],
+                    "lr_patch": 8,
+                    "frames": 3,
+                    "downscale": 1,
+                    "max_speed": 2.0,
+                    "max_accel": 2.0,
+                    "max_shake": 0.0,
+                    "time_offset_max": offset,
+                    "flip": False,
+                },
+            }
+        )
+        ds = DegradedClips(load_sources(cfg.data.sources, 1), cfg.data, seed=0)
+        speeds.append(np.mean([ds[i]["flow_next"][:, 0].mean((-2, -1)).norm().item() for i in range(24)]))
+    assert speeds[1] > 2 * speeds[0], speeds
+    with pytest.raises(ConfigError, match="time_offset_max"):
+        config_from_dict({"data": {"sources": ["x.png"], "time_offset_max": -1}})

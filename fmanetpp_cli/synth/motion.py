@@ -14,6 +14,7 @@ time ``t`` (in frame intervals) maps an output pixel ``p`` to the source positio
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -68,6 +69,18 @@ class Trajectory:
             shake_phase=(rng.uniform(0, 2 * math.pi), rng.uniform(0, 2 * math.pi)),
             rotation=rng.uniform(-bounds.max_rotation, bounds.max_rotation),
             zoom=rng.uniform(-bounds.max_zoom, bounds.max_zoom),
+        )
+
+    def advanced(self, t0: float) -> Trajectory:
+        """The same path seen from time ``t0`` on: ``advanced(t0).translation(t)`` equals
+        ``translation(t0 + t)`` up to a constant offset (the drift has gained ``accel * t0``, the shake
+        its phase); rotation and zoom rates are constant. Training clips drawn with an offset move like
+        the later frames of a long clip."""
+        phase = 2 * math.pi * self.shake_freq * t0
+        return dataclasses.replace(
+            self,
+            velocity=(self.velocity[0] + self.accel[0] * t0, self.velocity[1] + self.accel[1] * t0),
+            shake_phase=(self.shake_phase[0] + phase, self.shake_phase[1] + phase),
         )
 
     def translation(self, t: np.ndarray) -> np.ndarray:

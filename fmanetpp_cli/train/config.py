@@ -59,6 +59,7 @@ class DataConfig:
     max_shake: float = 4.0
     max_rotation: float = 0.01
     max_zoom: float = 0.01
+    time_offset_max: float = 0.0  # camera recipe: start each clip at t0 ~ U[0, this] on its path (data.py)
     noise_sigma: float = 0.0  # max Gaussian noise on LR (8-bit levels), drawn uniformly per clip
     flip: bool = True  # random horizontal / vertical flips (flows flipped with them)
     val_clips: int = 8  # fixed validation clips drawn from val_sources
@@ -70,6 +71,8 @@ class DataConfig:
             raise ConfigError(f"data.gt_anchor must be 'centre' or 'start', got {self.gt_anchor!r}")
         if self.lr_patch < 8 or self.frames < 2 or self.downscale < 1:
             raise ConfigError("data: need lr_patch >= 8, frames >= 2, downscale >= 1")
+        if self.time_offset_max < 0:
+            raise ConfigError("data.time_offset_max must be >= 0")
         if not 0.0 <= self.random_exposure_prob <= 1.0:
             raise ConfigError("data.random_exposure_prob must be in [0, 1]")
 
