@@ -7,8 +7,8 @@ installed package knows it without the repository checkout (house style, section
 
 Entries today:
 
-- ``fmanetpp-small-v3``: the bundled default, an FMA-Net++ ``fmanetpp-small-v2`` preset trained on this
-  project's CPU (``fmanetpp-small-v2`` fine-tuned on more footage); the file
+- ``fmanetpp-small-v3``: the bundled default, an FMA-Net++ ``fmanetpp-small-v2g`` preset trained on this
+  project's CPU (``fmanetpp-small-v2`` fine-tuned on more footage with a global-motion flow start); the file
   ``fmanetpp-small-v3.safetensors`` ships in the repository's ``weights/`` folder. It is not published on
   the Hub (no repository exists yet), so it has no ``repo_id``.
 - ``fmanetpp-small-v2``: the previous default, kept in ``weights/`` because the v3 recipe starts from it.
@@ -91,10 +91,10 @@ _ENTRIES: tuple[WeightSpec, ...] = (
     WeightSpec(
         name="fmanetpp-small-v3",
         arch="fmanetpp",
-        config="fmanetpp-small-v2",
+        config="fmanetpp-small-v2g",
         filename="fmanetpp-small-v3.safetensors",
         # sha256 of the file committed in weights/; tests/test_zoo.py checks they agree.
-        sha256="5f63257d74f17c474dca97dd53e477dadea218845698a39799bab074e184ab69",
+        sha256="e6e4431754abdfbfb081cc2009bf3c90d47172aeedf2b565861e5bc8bcb0da4a",
         license="MIT",
         source="trained in this project (fmanetpp train); model card in weights/README.md",
         notes=(
