@@ -87,6 +87,8 @@ class WeightSpec:
         return self.repo_id is not None
 
 
+_TRAINED_HERE = "trained in this project (fmanetpp train); model card in weights/README.md"
+
 _ENTRIES: tuple[WeightSpec, ...] = (
     WeightSpec(
         name="fmanetpp-small-v3",
@@ -96,7 +98,7 @@ _ENTRIES: tuple[WeightSpec, ...] = (
         # sha256 of the file committed in weights/; tests/test_zoo.py checks they agree.
         sha256="e6e4431754abdfbfb081cc2009bf3c90d47172aeedf2b565861e5bc8bcb0da4a",
         license="MIT",
-        source="trained in this project (fmanetpp train); model card in weights/README.md",
+        source=_TRAINED_HERE,
         notes=(
             "The bundled default (model card and training footage in weights/README.md). Not published on "
             "the Hub yet; `fmanetpp weights push` publishes a copy."
@@ -110,7 +112,7 @@ _ENTRIES: tuple[WeightSpec, ...] = (
         filename="fmanetpp-small-v2.safetensors",
         sha256="9d63ace280a550a69cb5c9cfdc4ba49ca1aed772ee1301dfa03a89e82b6f577b",
         license="MIT",
-        source="trained in this project (fmanetpp train); model card in weights/README.md",
+        source=_TRAINED_HERE,
         notes="The previous bundled default; the starting point of the v3 recipe (weights/README.md).",
     ),
     WeightSpec(
