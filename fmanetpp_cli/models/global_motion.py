@@ -16,10 +16,9 @@ from torch import Tensor
 def _peak_offset(left: Tensor, centre: Tensor, right: Tensor) -> Tensor:
     """Sub-pixel offset in ``[-0.5, 0.5]`` of a parabola through three samples around a peak."""
     denom = left - 2 * centre + right
-    safe = torch.where(denom.abs() > 1e-12, denom, torch.ones_like(denom))
-    return torch.where(denom.abs() > 1e-12, 0.5 * (left - right) / safe, torch.zeros_like(denom)).clamp(
-        -0.5, 0.5
-    )
+    curved = denom.abs() > 1e-12  # a flat top has no vertex: offset 0
+    offset = 0.5 * (left - right) / torch.where(curved, denom, torch.ones_like(denom))
+    return torch.where(curved, offset, torch.zeros_like(offset)).clamp(-0.5, 0.5)
 
 
 @torch.no_grad()
