@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fmanetpp_cli.errors import ConfigError
+from fmanetpp_cli.errors import ConfigError, InputShapeError
 from fmanetpp_cli.models import create_model
 from fmanetpp_cli.synth.io import write_png
 from fmanetpp_cli.train.config import config_from_dict, load_config, resolve_source
@@ -84,6 +84,13 @@ def test_bundled_recipes_parse(recipe: Path) -> None:
     for spec in cfg.data.sources:  # the evaluation material is held out
         assert Path(spec.path).name not in ("carphone_pristine.mp4", "grace_hopper.jpg")
         assert Path(spec.path).exists(), spec.path
+
+
+def test_a_source_smaller_than_the_patch_is_refused_by_name(tmp_path) -> None:
+    cfg = config_from_dict(tiny_config(tmp_path, joint=1))  # a 96x96 still
+    assert load_sources(cfg.data.sources, 1, hr_patch=96)[0].shape[-2:] == (96, 96)
+    with pytest.raises(InputShapeError, match=r"still\.png: 48x48 after downscale 2 .* 64-pixel HR patch"):
+        load_sources(cfg.data.sources, 2, hr_patch=64)
 
 
 def test_source_weights_set_the_sampling_shares(tmp_path) -> None:

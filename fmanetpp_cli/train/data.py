@@ -43,13 +43,23 @@ from fmanetpp_cli.train.config import DataConfig, SourceSpec
 SCALE = 4
 
 
-def load_sources(specs: tuple[SourceSpec, ...], downscale: int) -> list[Tensor]:
-    """Decode every source into a float ``[N, 3, H, W]`` tensor (frames subsampled by ``step``)."""
+def load_sources(specs: tuple[SourceSpec, ...], downscale: int, hr_patch: int = 0) -> list[Tensor]:
+    """Decode every source into a float ``[N, 3, H, W]`` tensor (frames subsampled by ``step``).
+
+    A source whose frames end up smaller than ``hr_patch`` on either side is refused by name.
+    """
     out = []
     for spec in specs:
         count = None if spec.stop is None else spec.stop - spec.start
         frames = read_frames(spec.path, start=spec.start, count=count)[:: spec.step]
-        out.append(prepare_source(frames, downscale, SCALE))
+        src = prepare_source(frames, downscale, SCALE)
+        h, w = src.shape[-2:]
+        if min(h, w) < hr_patch:
+            raise InputShapeError(
+                f"{spec.path}: {w}x{h} after downscale {downscale} "
+                f"is smaller than the {hr_patch}-pixel HR patch"
+            )
+        out.append(src)
     return out
 
 

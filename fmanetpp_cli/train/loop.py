@@ -35,7 +35,7 @@ from fmanetpp_cli.errors import ConfigError
 from fmanetpp_cli.models import create_model
 from fmanetpp_cli.models.fmanetpp import FMANetPP
 from fmanetpp_cli.train.config import STAGES, TrainConfig
-from fmanetpp_cli.train.data import DegradedClips, batch_at, collate, load_sources
+from fmanetpp_cli.train.data import SCALE, DegradedClips, batch_at, collate, load_sources
 from fmanetpp_cli.train.losses import batch_psnr, degradation_loss, restoration_loss, supcon
 
 logger = logging.getLogger(__name__)
@@ -275,14 +275,16 @@ def train(
         logger.info(
             "run %s: model %s, stages %s, device %s, world %d", out_dir, cfg.model, stages, device, world
         )
+        hr_patch = cfg.data.lr_patch * SCALE
         train_set = DegradedClips(
-            load_sources(cfg.data.sources, cfg.data.downscale),
+            load_sources(cfg.data.sources, cfg.data.downscale, hr_patch),
             cfg.data,
             cfg.seed,
             source_weights=[s.weight for s in cfg.data.sources],
         )
         val_specs = cfg.data.val_sources or cfg.data.sources
-        val_set = DegradedClips(load_sources(val_specs, cfg.data.downscale), cfg.data, cfg.seed + 10_007)
+        val_sources = load_sources(val_specs, cfg.data.downscale, hr_patch)
+        val_set = DegradedClips(val_sources, cfg.data, cfg.seed + 10_007)
         val_batches = [collate([val_set[i], val_set[i + 1]]) for i in range(0, max(2, cfg.data.val_clips), 2)]
         val_batches = [{k: v.to(device) for k, v in b.items()} for b in val_batches]
 
