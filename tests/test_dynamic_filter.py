@@ -43,7 +43,10 @@ def reference_upsample(x: torch.Tensor, kernel: torch.Tensor, k: int, s: int) ->
     return out.permute(0, 1, 4, 2, 5, 3).reshape(B, C, H * s, W * s)
 
 
-@pytest.mark.parametrize(("k", "s", "T", "H", "W"), [(6, 4, 3, 5, 7), (4, 2, 2, 3, 4), (8, 4, 1, 2, 3)])
+@pytest.mark.parametrize(
+    ("k", "s", "T", "H", "W"),
+    [(6, 4, 3, 5, 7), (4, 2, 2, 3, 4), (8, 4, 1, 2, 3), (20, 4, 3, 3, 2), (4, 4, 3, 3, 3), (5, 3, 2, 4, 3)],
+)
 def test_downsample_matches_reference(k: int, s: int, T: int, H: int, W: int) -> None:
     g = torch.Generator().manual_seed(k * 100 + H)
     x = torch.rand(2, 3, T, s * H, s * W, generator=g, dtype=torch.float64)

@@ -14,9 +14,8 @@ from safetensors.torch import load_file, save_file
 
 from fmanetpp_cli.errors import ConfigError, InputShapeError
 from fmanetpp_cli.models import create_model, list_models
-from fmanetpp_cli.models.dynamic_filter import dynamic_downsample
 from fmanetpp_cli.models.fmanetpp import INFERENCE_CHUNK, PRESETS, FMANetPP, FMANetPPConfig
-from fmanetpp_cli.models.reblur import exposure_aware_fgdf, strided_dynamic_downsample
+from fmanetpp_cli.models.reblur import exposure_aware_fgdf
 
 TINY = PRESETS["fmanetpp-tiny"]
 # Two blocks per network: temporal radius 4, so the chunking test exercises more than one block.
@@ -365,18 +364,6 @@ def test_exposure_aware_fgdf_matches_direct_reference() -> None:
     )
     expected = reference_fgdf(hr, shifts, logits, kernels, k, s)
     torch.testing.assert_close(recon, expected, rtol=1e-10, atol=1e-10)
-
-
-@pytest.mark.parametrize(("k", "s", "H", "W"), [(8, 4, 5, 7), (20, 4, 3, 2), (6, 4, 2, 3), (4, 4, 3, 3)])
-def test_strided_downsampling_equals_tap_by_tap_filter(k: int, s: int, H: int, W: int) -> None:
-    g = torch.Generator().manual_seed(k)
-    x = torch.rand(2, 3, 3, s * H, s * W, generator=g, dtype=torch.float64)
-    logits = torch.randn(2, k * k, 3, H, W, generator=g, dtype=torch.float64)
-    cov = torch.rand(2, 1, 3, s * H, s * W, generator=g, dtype=torch.float64)
-    for c in (None, cov):
-        ours = strided_dynamic_downsample(x, logits, kernel_size=k, scale=s, coverage=c)
-        ref = dynamic_downsample(x, logits, kernel_size=k, scale=s, coverage=c)
-        torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic"])

@@ -4,10 +4,10 @@ A dynamic filter gives every output pixel its own kernel over a ``T x k x k`` ne
 frames of the (already flow-warped) window. The straightforward formulation unfolds the input into one
 ``T*k*k`` vector per output pixel and multiplies it with the broadcast kernels; for FMA-Net's x4
 upsampling at a 180x320 input that product alone is ``3 * 16 * 75 * 57600`` floats (0.83 GB), and the
-unfolded input of the downsampling is as large. Here each output pixel's sum over taps is a small matrix
-product, computed with ``einsum`` (one batched product) over bands of rows: the unfolded input and the
-normalised kernels exist for one band at a time (``CHUNK_BYTES``), never the broadcast product, and the
-whole filter is a few dozen large operations rather than one small operation per tap.
+unfolded input of the downsampling is as large. Both filters here run over bands of rows (``CHUNK_BYTES``
+of temporaries each), never forming the broadcast product: the upsampling's sum over taps is one batched
+matrix product (``einsum``) of the band's unfolded input and normalised kernels; the strided downsampling
+pixel-unshuffles the band so that its taps become a few shifted views and is never unfolded at all.
 
 Layouts follow the official code (and therefore its weights):
 
@@ -57,8 +57,11 @@ def dynamic_downsample(
     ``(k - s) / 2``. With ``coverage`` (the masked warp of an all-ones image), the result is divided by the
     same filter applied to ``coverage`` (plus 1e-8), which undoes the darkening by occlusion masks.
 
-    The sum is a batched dot product (``einsum``) over bands of LR rows, so the unfolded input exists only
-    for one band of about ``chunk_bytes``.
+    Computed over bands of LR rows of about ``chunk_bytes`` of temporaries. Within a band the padded HR
+    input is pixel-unshuffled by ``s``, so the ``k x k`` taps of all LR pixels become ``ceil(k / s)^2``
+    shifted views, each contracting ``T s^2`` taps at once (25 views for ``k = 20``): no unfolded copy of
+    the input (``k^2 / s^2`` times its size) is ever made (``docs/fmanetpp-design.md`` has the timings against
+    the ``unfold`` + ``einsum`` form this replaced).
 
     Args:
         x: warped HR frames.
@@ -103,21 +106,29 @@ def dynamic_downsample(
         )
         x = torch.cat([x, coverage], dim=1)  # [B, C+c, T, sH, sW]
     Cx = x.shape[1]
+    A = -(-k // s)  # LR offsets per axis that a k-tap window reaches
     pad = (k - s) // 2
-    padded = F.pad(x.reshape(B, Cx * T, sH, sW), (pad, pad, pad, pad), mode="replicate")  # [B, Cx*T, ., .]
+    extra = s * (A - 1) - pad  # right / bottom padding: both padded sides are s * (H - 1 + A)
+    padded = F.pad(x.reshape(B, Cx * T, sH, sW), (pad, extra, pad, extra), mode="replicate")
     out = x.new_empty(B, Cx, H, W)
-    # per LR row: the unfolded input, its einsum copy, and the softmax weights
-    row_bytes = x.element_size() * B * T * Q * W * (2 * Cx + 2)
+    # per LR row: the unshuffled input band, one weighted product, the weights before and after padding
+    row_bytes = x.element_size() * B * T * s * s * (2 * Cx * (W + A) + 2 * A * A * W)
     rows = _rows_per_chunk(H, row_bytes, chunk_bytes)
     for r0 in range(0, H, rows):
         r1 = min(H, r0 + rows)
         hc = r1 - r0
-        band = padded[:, :, s * r0 : s * (r1 - 1) + k]  # [B, Cx*T, s*(hc-1)+k, sW+2p]
-        cols = F.unfold(band.reshape(B * Cx * T, 1, band.shape[2], band.shape[3]), k, stride=s)
-        cols = cols.view(B, Cx, T, Q, hc * W)  # [B, Cx, T, k*k, hc*W]
-        logits = kernel_logits[:, :, :, r0:r1].reshape(B, Q * T, hc * W)
-        weights = torch.softmax(logits, dim=1).view(B, Q, T, hc * W)
-        out[:, :, r0:r1] = torch.einsum("bctqp,bqtp->bcp", cols, weights).view(B, Cx, hc, W)
+        band = padded[:, :, s * r0 : s * (r1 - 1 + A)]  # [B, Cx*T, s*(hc-1+A), s*(W-1+A)]
+        # tap (a s + r1, b s + r2) of LR pixel (h, w) is channel (r1, r2) at LR position (h + a, w + b)
+        blocks = F.pixel_unshuffle(band, s).view(B, Cx, T, s, s, hc - 1 + A, W - 1 + A)
+        weights = torch.softmax(kernel_logits[:, :, :, r0:r1].reshape(B, Q * T, hc, W), dim=1)
+        weights = F.pad(weights.view(B, k, k, T, hc, W), (0, 0, 0, 0, 0, 0, 0, A * s - k, 0, A * s - k))
+        weights = rearrange(weights, "b (a r1) (c r2) t h w -> b a c t r1 r2 h w", r1=s, r2=s)
+        acc = x.new_zeros(B, Cx, hc, W)
+        for a in range(A):
+            for c in range(A):
+                view = blocks[..., a : a + hc, c : c + W]  # [B, Cx, T, s, s, hc, W]
+                acc = acc + (view * weights[:, a, c].unsqueeze(1)).sum(dim=(2, 3, 4))
+        out[:, :, r0:r1] = acc
     if coverage is None:
         return out
     return out[:, :C] / (out[:, C:] + DOWNSAMPLE_EPS)
