@@ -7,11 +7,12 @@ installed package knows it without the repository checkout (house style, section
 
 Entries today:
 
-- ``fmanetpp-small-v3``: the bundled default, an FMA-Net++ ``fmanetpp-small-v2g`` preset trained on this
-  project's CPU (``fmanetpp-small-v2`` fine-tuned on more footage with a global-motion flow start); the file
-  ``fmanetpp-small-v3.safetensors`` ships in the repository's ``weights/`` folder. It is not published on
+- ``fmanetpp-small-v4``: the bundled default, an FMA-Net++ ``fmanetpp-small-v2g`` preset trained on this
+  project's CPU (``fmanetpp-small-v3`` fine-tuned further on faster camera motion); the file
+  ``fmanetpp-small-v4.safetensors`` ships in the repository's ``weights/`` folder. It is not published on
   the Hub (no repository exists yet), so it has no ``repo_id``.
-- ``fmanetpp-small-v2``: the previous default, kept in ``weights/`` because the v3 recipe starts from it.
+- ``fmanetpp-small-v3`` and ``fmanetpp-small-v2``: the previous defaults, kept in ``weights/`` because the
+  v4 and v3 recipes start from them.
 - ``fmanet-reds``: the official FMA-Net (CVPR 2024) REDS weights. They are released as a zip on Google Drive,
   not on the Hub, so this is a local-only entry: import the release once with
   ``fmanetpp weights import FMA-Net.zip <weights dir>/fmanet-reds.safetensors`` (any folder of
@@ -41,7 +42,7 @@ from fmanetpp_cli.errors import WeightsNotFoundError
 WEIGHTS_DIR_ENV = "FMANETPP_WEIGHTS_DIR"
 
 # Name of the model used when neither --model nor --weights is given.
-DEFAULT_MODEL = "fmanetpp-small-v3"
+DEFAULT_MODEL = "fmanetpp-small-v4"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +92,12 @@ _TRAINED_HERE = "trained in this project (fmanetpp train); model card in weights
 
 _ENTRIES: tuple[WeightSpec, ...] = (
     WeightSpec(
-        name="fmanetpp-small-v3",
+        name="fmanetpp-small-v4",
         arch="fmanetpp",
         config="fmanetpp-small-v2g",
-        filename="fmanetpp-small-v3.safetensors",
+        filename="fmanetpp-small-v4.safetensors",
         # sha256 of the file committed in weights/; tests/test_zoo.py checks they agree.
-        sha256="e6e4431754abdfbfb081cc2009bf3c90d47172aeedf2b565861e5bc8bcb0da4a",
+        sha256="dbbf80a291a3209a78e974d1488d38c6945dbb69f7d5f616571d2c8b2224414d",
         license="MIT",
         source=_TRAINED_HERE,
         notes=(
@@ -106,6 +107,16 @@ _ENTRIES: tuple[WeightSpec, ...] = (
         bundled=True,
     ),
     WeightSpec(
+        name="fmanetpp-small-v3",
+        arch="fmanetpp",
+        config="fmanetpp-small-v2g",
+        filename="fmanetpp-small-v3.safetensors",
+        sha256="e6e4431754abdfbfb081cc2009bf3c90d47172aeedf2b565861e5bc8bcb0da4a",
+        license="MIT",
+        source=_TRAINED_HERE,
+        notes="The previous bundled default; the starting point of the v4 recipe (weights/README.md).",
+    ),
+    WeightSpec(
         name="fmanetpp-small-v2",
         arch="fmanetpp",
         config="fmanetpp-small-v2",
@@ -113,7 +124,7 @@ _ENTRIES: tuple[WeightSpec, ...] = (
         sha256="9d63ace280a550a69cb5c9cfdc4ba49ca1aed772ee1301dfa03a89e82b6f577b",
         license="MIT",
         source=_TRAINED_HERE,
-        notes="The previous bundled default; the starting point of the v3 recipe (weights/README.md).",
+        notes="An earlier bundled default; the starting point of the v3 recipe (weights/README.md).",
     ),
     WeightSpec(
         name="fmanet-reds",
