@@ -88,43 +88,44 @@ class WeightSpec:
         return self.repo_id is not None
 
 
-_TRAINED_HERE = "trained in this project (fmanetpp train); model card in weights/README.md"
+def _trained_here(name: str, config: str, sha256: str, notes: str, *, bundled: bool = False) -> WeightSpec:
+    """An FMA-Net++ file trained by this project and committed as ``weights/<name>.safetensors``.
+
+    ``sha256`` is that of the committed file; tests/test_zoo.py checks they agree.
+    """
+    return WeightSpec(
+        name=name,
+        arch="fmanetpp",
+        config=config,
+        filename=f"{name}.safetensors",
+        sha256=sha256,
+        license="MIT",
+        source="trained in this project (fmanetpp train); model card in weights/README.md",
+        notes=notes,
+        bundled=bundled,
+    )
+
 
 _ENTRIES: tuple[WeightSpec, ...] = (
-    WeightSpec(
-        name="fmanetpp-small-v4",
-        arch="fmanetpp",
-        config="fmanetpp-small-v2g",
-        filename="fmanetpp-small-v4.safetensors",
-        # sha256 of the file committed in weights/; tests/test_zoo.py checks they agree.
-        sha256="dbbf80a291a3209a78e974d1488d38c6945dbb69f7d5f616571d2c8b2224414d",
-        license="MIT",
-        source=_TRAINED_HERE,
-        notes=(
-            "The bundled default (model card and training footage in weights/README.md). Not published on "
-            "the Hub yet; `fmanetpp weights push` publishes a copy."
-        ),
+    _trained_here(
+        "fmanetpp-small-v4",
+        "fmanetpp-small-v2g",
+        "dbbf80a291a3209a78e974d1488d38c6945dbb69f7d5f616571d2c8b2224414d",
+        "The bundled default (model card and training footage in weights/README.md). Not published on "
+        "the Hub yet; `fmanetpp weights push` publishes a copy.",
         bundled=True,
     ),
-    WeightSpec(
-        name="fmanetpp-small-v3",
-        arch="fmanetpp",
-        config="fmanetpp-small-v2g",
-        filename="fmanetpp-small-v3.safetensors",
-        sha256="e6e4431754abdfbfb081cc2009bf3c90d47172aeedf2b565861e5bc8bcb0da4a",
-        license="MIT",
-        source=_TRAINED_HERE,
-        notes="The previous bundled default; the starting point of the v4 recipe (weights/README.md).",
+    _trained_here(
+        "fmanetpp-small-v3",
+        "fmanetpp-small-v2g",
+        "e6e4431754abdfbfb081cc2009bf3c90d47172aeedf2b565861e5bc8bcb0da4a",
+        "The previous bundled default; the starting point of the v4 recipe (weights/README.md).",
     ),
-    WeightSpec(
-        name="fmanetpp-small-v2",
-        arch="fmanetpp",
-        config="fmanetpp-small-v2",
-        filename="fmanetpp-small-v2.safetensors",
-        sha256="9d63ace280a550a69cb5c9cfdc4ba49ca1aed772ee1301dfa03a89e82b6f577b",
-        license="MIT",
-        source=_TRAINED_HERE,
-        notes="An earlier bundled default; the starting point of the v3 recipe (weights/README.md).",
+    _trained_here(
+        "fmanetpp-small-v2",
+        "fmanetpp-small-v2",
+        "9d63ace280a550a69cb5c9cfdc4ba49ca1aed772ee1301dfa03a89e82b6f577b",
+        "An earlier bundled default; the starting point of the v3 recipe (weights/README.md).",
     ),
     WeightSpec(
         name="fmanet-reds",
