@@ -86,8 +86,11 @@ class LossConfig:
     degradation: float = 0.1  # lambda3: L_D inside the joint loss
     flow_target: str = "synthetic"  # "synthetic" (true camera flow), "raft" (torchvision teacher), "none"
     supcon_temperature: float = 0.5  # alpha of the ETE's SupCon loss
+    pixel: str = "l1"  # restoration term of Eq. 10: "l1" (paper) or "l2" (squared error, what PSNR scores)
 
     def __post_init__(self) -> None:
+        if self.pixel not in ("l1", "l2"):
+            raise ConfigError(f"loss.pixel must be l1 or l2, got {self.pixel!r}")
         if self.flow_target not in ("synthetic", "raft", "none"):
             raise ConfigError(f"loss.flow_target must be synthetic, raft or none, got {self.flow_target!r}")
         if min(self.warp, self.flow, self.degradation) < 0 or self.supcon_temperature <= 0:
@@ -106,10 +109,13 @@ class StageConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
     batch_size: int = 4  # clips per step (per process under torchrun)
+    ema_decay: float = 0.0  # > 0: validate and save an EMA of the weights (train/ema.py); 0 = off
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.lr <= 0 or self.batch_size < 1 or self.warmup < 0:
             raise ConfigError("stage: need steps >= 0, lr > 0, batch_size >= 1, warmup >= 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"stage: ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,11 @@ Stages (paper Sec. 5), each optional (``steps = 0`` skips it) and run in this or
 3. ``joint``: Net_D and Net_R together, l1(output, GT) + lambda3 * L_D.
 
 Every stage: AdamW, linear warm-up then cosine decay to ``lr * min_lr_ratio``, global-norm gradient
-clipping, float16 autocast + GradScaler on CUDA only. A checkpoint (model, optimiser, stage, step) is
-written every ``ckpt_every`` steps and at each stage's end, together with the current weights as a
-``fmanetpp.weights/1`` safetensors file, so that a run stopped at any point leaves usable weights;
+clipping, float16 autocast + GradScaler on CUDA only; optionally (``ema_decay``) an exponential moving
+average of the weights, which validation and the written weights use and the next stage starts from.
+A checkpoint (model, optimiser, EMA, stage, step) is written every ``ckpt_every`` steps and at each
+stage's end, together with the current weights as a ``fmanetpp.weights/1`` safetensors file, so that a
+run stopped at any point leaves usable weights;
 ``resume=True`` continues at the saved stage and step (batches are a pure function of the step, so the
 data stream continues exactly). Under ``torchrun`` each process trains on its own batches and a
 ``DistributedDataParallel`` wrapper averages the gradients; only rank 0 validates, logs and saves.
@@ -18,6 +20,7 @@ data stream continues exactly). Under ``torchrun`` each process trains on its ow
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -36,6 +39,7 @@ from fmanetpp_cli.models import create_model
 from fmanetpp_cli.models.fmanetpp import FMANetPP
 from fmanetpp_cli.train.config import STAGES, TrainConfig
 from fmanetpp_cli.train.data import SCALE, DegradedClips, batch_at, collate, load_sources
+from fmanetpp_cli.train.ema import WeightAverage
 from fmanetpp_cli.train.losses import batch_psnr, degradation_loss, restoration_loss, supcon
 
 logger = logging.getLogger(__name__)
@@ -156,8 +160,8 @@ class StageLoss(nn.Module):
             return degradation_loss(out, lr, gt, warp_weight=lc.warp, flow_weight=flow_w, **fkw)
         out = self.model(lr, gt)
         l_d, parts = degradation_loss(out, lr, gt, warp_weight=lc.warp, flow_weight=flow_w, **fkw)
-        l_r = restoration_loss(out["output"], gt)
-        parts.update({"l1": l_r.item(), "psnr": batch_psnr(out["output"], gt)})
+        l_r = restoration_loss(out["output"], gt, lc.pixel)
+        parts.update({lc.pixel: l_r.item(), "psnr": batch_psnr(out["output"], gt)})
         return l_r + lc.degradation * l_d, parts
 
 
@@ -301,8 +305,12 @@ def train(
             for p in params:
                 p.requires_grad_(True)
             opt = torch.optim.AdamW(params, lr=sc.lr, betas=sc.betas, weight_decay=sc.weight_decay)
-            if state is not None and state.get("stage") == stage and "optimizer" in state:
-                opt.load_state_dict(state["optimizer"])
+            saved = state if state is not None and state.get("stage") == stage else {}
+            if "optimizer" in saved:
+                opt.load_state_dict(saved["optimizer"])
+            ema = WeightAverage(model, sc.ema_decay) if sc.ema_decay > 0 else None
+            if ema is not None and "ema" in saved:
+                ema.load_state_dict(saved["ema"])
             scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
             loss_mod: nn.Module = StageLoss(model, stage, cfg)
             if distributed:
@@ -335,6 +343,8 @@ def train(
                     torch.nn.utils.clip_grad_norm_(params, sc.grad_clip)
                 scaler.step(opt)
                 scaler.update()
+                if ema is not None:
+                    ema.update(model)
                 step += 1
                 done[stage] = step
                 elapsed = time.time() - t0
@@ -352,7 +362,8 @@ def train(
                 rate = elapsed / max(1, steps_now - start_steps)
                 val = None
                 if step % cfg.val_every == 0 or step == sc.steps:
-                    val = validate(model, stage, val_batches, cfg)
+                    with _averaged(ema, model):
+                        val = validate(model, stage, val_batches, cfg)
                     result.val[stage] = val
                     logger.info("val %s step %d: %s", stage, step, _fmt(val))
                 if step % cfg.log_every == 0 or step == sc.steps:
@@ -366,22 +377,23 @@ def train(
                         _fmt(parts),
                     )
                 if step % cfg.ckpt_every == 0 or step == sc.steps or out_of_time:
-                    _save_atomic(
-                        {
-                            "model": model.state_dict(),
-                            "optimizer": opt.state_dict(),
-                            "stage": stage,
-                            "done": done,
-                            "model_name": cfg.model,
-                            "config": cfg.to_dict(),
-                        },
-                        ckpt_path,
-                    )
-                    save_model(
-                        model,
-                        weights_path,
-                        metadata={"name": cfg.model, "training": _training_meta(cfg, done)},
-                    )
+                    ckpt = {
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "stage": stage,
+                        "done": done,
+                        "model_name": cfg.model,
+                        "config": cfg.to_dict(),
+                    }
+                    if ema is not None:
+                        ckpt["ema"] = ema.state_dict()
+                    _save_atomic(ckpt, ckpt_path)
+                    with _averaged(ema, model):
+                        save_model(
+                            model,
+                            weights_path,
+                            metadata={"name": cfg.model, "training": _training_meta(cfg, done)},
+                        )
                 if on_step is not None:
                     on_step(
                         StepInfo(
@@ -402,6 +414,8 @@ def train(
                     )
                     result.stopped_early = True
                     break
+            if ema is not None and not result.stopped_early:  # the next stage starts from the average
+                model.load_state_dict(ema.shadow)
             if stage == "ete":
                 _ete(model).requires_grad_(False)  # frozen from here on (paper: a stable exposure reference)
             if result.stopped_early:
@@ -439,6 +453,11 @@ def _init_from(model: FMANetPP, path: str) -> None:
     logger.info(
         "initialised from %s%s", path, f" (settings changed: {', '.join(changed)})" if changed else ""
     )
+
+
+def _averaged(ema: WeightAverage | None, model: nn.Module) -> contextlib.AbstractContextManager:
+    """The EMA weights inside the block when the stage keeps an average, else the model as it is."""
+    return ema.applied(model) if ema is not None else contextlib.nullcontext(model)
 
 
 def _fmt(d: dict[str, float]) -> str:

@@ -6,7 +6,8 @@
   times the HR warping term (neighbouring sharp frames warped to frame ``i`` by Net_D's image flows) and
   ``lambda2`` times the flow term (image flows against a flow target: the true synthetic motion, a RAFT
   teacher, or nothing).
-- ``joint_loss`` (Eq. 10): l1 of the restored frames plus ``lambda3 * L_D``.
+- ``joint_loss`` (Eq. 10): l1 of the restored frames plus ``lambda3 * L_D`` (``loss.pixel = "l2"`` swaps the
+  l1 for the mean squared error, our option for a PSNR-oriented final stage).
 
 Sequence ends: frame ``0`` has no ``i - 1`` and frame ``T - 1`` no ``i + 1``; the warping and flow terms
 skip those entries (the model fills them by its edge rule, which is not motion).
@@ -101,9 +102,9 @@ def degradation_loss(
     return loss, parts
 
 
-def restoration_loss(output: Tensor, gt: Tensor) -> Tensor:
-    """l1 between the restored frames and the ground truth (Eq. 10's first term)."""
-    return F.l1_loss(output, gt)
+def restoration_loss(output: Tensor, gt: Tensor, kind: str = "l1") -> Tensor:
+    """Eq. 10's first term: l1 (the paper's) or mean squared error between the restored frames and the GT."""
+    return F.mse_loss(output, gt) if kind == "l2" else F.l1_loss(output, gt)
 
 
 def batch_psnr(output: Tensor, gt: Tensor) -> float:
