@@ -32,6 +32,7 @@ import torch
 
 from fmanetpp_cli.checkpoints import load_model
 from fmanetpp_cli.eval import evaluate_frames
+from fmanetpp_cli.pipeline.ensemble import mirror_ensemble
 from fmanetpp_cli.runtime import tune_allocator
 from fmanetpp_cli.synth import DegradeOptions, degrade
 from fmanetpp_cli.synth.exposure import from_uint8, to_uint8
@@ -82,9 +83,10 @@ def make_sets(work: Path) -> list[tuple[str, str, Path]]:
 
 @torch.no_grad()
 def restore(
-    model: torch.nn.Module, lr: list[np.ndarray], exposure: str = "ete"
+    model: torch.nn.Module, lr: list[np.ndarray], exposure: str = "ete", ensemble: int = 1
 ) -> tuple[list[np.ndarray], float]:
-    """Restore a whole clip in one pass; ``exposure`` picks the embedding variant. Returns frames, seconds."""
+    """Restore a whole clip in one pass (``ensemble`` mirrored passes averaged, as ``restore --ensemble``);
+    ``exposure`` picks the embedding variant. Returns frames, seconds."""
     x = from_uint8(lr).transpose(0, 1)[None]  # [1, 3, T, h, w]
     t0 = time.perf_counter()
     u = None
@@ -96,7 +98,9 @@ def restore(
             u = u.mean(dim=1, keepdim=True).expand_as(u)
         elif exposure == "shuffled":
             u = u[:, torch.randperm(u.shape[1], generator=torch.Generator().manual_seed(0))]
-    y = model(x, exposure=u)["output"][0].transpose(0, 1)  # [T, 3, 4h, 4w]
+    y = mirror_ensemble(lambda t: model(t, exposure=u)["output"], x, ensemble)[0].transpose(
+        0, 1
+    )  # [T, 3, 4h, 4w]
     return list(to_uint8(y)), time.perf_counter() - t0
 
 
@@ -131,6 +135,8 @@ def main() -> None:
     ap.add_argument("weights", type=Path)
     ap.add_argument("--work", type=Path, default=Path("runs/testset"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ensemble", type=int, default=1, help="mirrored passes per clip (restore --ensemble)")
+    ap.add_argument("--json", type=Path, default=None, help="results file (default: WORK/results.json)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tune_allocator()
@@ -139,7 +145,7 @@ def main() -> None:
     rows, ablation = [], []
     for name, exposure, folder in clips:
         lr, gt = read_frames(folder / "lr"), read_frames(folder / "gt")
-        out, secs = restore(model, lr)
+        out, secs = restore(model, lr, ensemble=args.ensemble)
         rep = evaluate_frames(out, gt, lr=lr)
         levels = "".join(
             str(f["exposure_level"]) for f in json.loads((folder / "degrade.json").read_text())["frames"]
@@ -160,7 +166,7 @@ def main() -> None:
         )
         if exposure == "random" and model.ete is not None:
             for variant in ("ete", "zero", "mean", "shuffled"):
-                out_v, _ = restore(model, lr, variant)
+                out_v, _ = restore(model, lr, variant, args.ensemble)
                 rep_v = evaluate_frames(out_v, gt, with_tof=True)
                 ablation.append(
                     {
@@ -172,10 +178,10 @@ def main() -> None:
                     }
                 )
                 print(f"   {variant:9s} {rep_v.mean['psnr_rgb']:.3f}")
-    result = {"weights": str(args.weights), "rows": rows, "ablation": ablation}
+    result = {"weights": str(args.weights), "ensemble": args.ensemble, "rows": rows, "ablation": ablation}
     if model.ete is not None:
         result["ete_knn"] = ete_knn(model, clips)
-    (args.work / "results.json").write_text(json.dumps(result, indent=1))
+    (args.json or args.work / "results.json").write_text(json.dumps(result, indent=1))
     print_markdown(result)
 
 

@@ -380,6 +380,7 @@ def test_device_and_precision_selection() -> None:
         {"precision": "fp16", "device": "cpu"},
         {"start": 3.0, "end": 2.0},
         {"scene_threshold": 0.0},
+        {"ensemble": 3},
     ],
 )
 def test_options_reject_bad_values(kwargs: dict) -> None:
@@ -470,6 +471,65 @@ def test_real_presets_bf16_close_to_fp32(name: str) -> None:
     bf16 = ChunkRestorer(model, height=12, width=12, device=cpu, dtype=torch.bfloat16)
     low = bf16.restore(frames, offset, count)
     assert max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(fp32, low, strict=True)) <= 4
+
+
+class Lopsided(nn.Module):
+    """Half the input, x4 nearest, plus a ramp along the width (and the height): not mirror-symmetric."""
+
+    scale = 4
+    temporal_mode = "sequence"
+    num_seq = 1
+    temporal_radius = 0
+    channel_order = "RGB"
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        """Shapes: x ``[B, 3, T, H, W]`` -> output ``[B, 3, T, 4H, 4W]``."""
+        up = x.repeat_interleave(4, -1).repeat_interleave(4, -2)
+        H, W = up.shape[-2:]
+        ramp_w = torch.linspace(0, 0.5, W)
+        ramp_h = torch.linspace(0, 0.5, H)[:, None]
+        return {"output": 0.5 * up + 0.5 * ramp_w + 0.5 * ramp_h}
+
+
+def test_mirror_ensemble_cancels_what_is_not_mirror_symmetric() -> None:
+    frames = _clip(3, h=12, w=16, seed=7)
+    x = np.stack(frames).astype(np.float64) / 255  # [T, h, w, 3]
+    up = x.repeat(4, 1).repeat(4, 2)  # [T, 4h, 4w, 3]
+    ramp_w = np.linspace(0, 0.5, 64)[None, None, :, None]
+    ramp_h = np.linspace(0, 0.5, 48)[None, :, None, None]
+    expected = {  # the mean of a ramp and its mirror image is its (constant) mean, 0.25
+        1: 0.5 * up + 0.5 * ramp_w + 0.5 * ramp_h,
+        2: 0.5 * up + 0.125 + 0.5 * ramp_h,
+        4: 0.5 * up + 0.25,
+    }
+    cpu = torch.device("cpu")
+    for passes, want in expected.items():
+        r = ChunkRestorer(Lopsided(), height=12, width=16, device=cpu, ensemble=passes)
+        got = np.stack(r.restore(frames, 0, 3)).astype(np.float64)
+        assert np.abs(got - np.round(np.clip(want, 0, 1) * 255)).max() <= 1, passes
+    with pytest.raises(ConfigError, match="ensemble"):
+        ChunkRestorer(Lopsided(), height=12, width=16, device=cpu, ensemble=3)
+    # with tiles: each tile is mirrored on its own, so a mirror-symmetric model still gives its own output
+    tiled = ChunkRestorer(Identity4(), height=12, width=16, device=cpu, ensemble=4, tile=8, tile_overlap=2)
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            tiled.restore(frames, 0, 3), [f.repeat(4, 0).repeat(4, 1) for f in frames], strict=True
+        )
+    )
+
+
+def test_mirror_ensemble_of_a_real_preset_is_the_mean_of_the_mirrored_runs() -> None:
+    from fmanetpp_cli.pipeline.ensemble import mirror_ensemble
+
+    model = _preset("fmanetpp-tiny")
+    x = torch.rand(1, 3, 4, 12, 12)
+    with torch.no_grad():
+        run = lambda t: model(t)["output"]  # noqa: E731
+        plain, mirrored = run(x), run(x.flip(-1)).flip(-1)
+        assert (plain - mirrored).abs().max() > 1e-4  # the network is not exactly mirror-equivariant
+        torch.testing.assert_close(mirror_ensemble(run, x, 2), (plain + mirrored) / 2)
+        torch.testing.assert_close(mirror_ensemble(run, x, 1), plain)
 
 
 def test_pipeline_imports_no_cli_or_hub_library() -> None:

@@ -272,10 +272,11 @@ def toy_weights(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cli_restore_json(tmp_path: Path, capsys: pytest.CaptureFixture[str], toy_weights: None) -> None:
     src = cfr_clip(tmp_path, frames=4)
     out = tmp_path / "out.mp4"
-    code, stdout, _ = run_cli(["restore", str(src), str(out), "--tile", "off", "--json", "--compare"], capsys)
+    argv = ["restore", str(src), str(out), "--tile", "off", "--json", "--compare", "--ensemble", "2"]
+    code, stdout, _ = run_cli(argv, capsys)
     assert code == 0
     report = json.loads(stdout)
-    assert report["frames"] == 4 and report["output"] == str(out)
+    assert report["frames"] == 4 and report["output"] == str(out) and report["ensemble"] == 2
     assert (tmp_path / "out.compare.mp4").is_file()
 
 
@@ -302,7 +303,7 @@ def test_cli_passes_options(
     argv += ["--tile", "128", "--device", "cpu", "--precision", "bf16", "--scene-detect", "--start", "0:01"]
     argv += ["--scene-threshold", "0.3"]
     argv += ["--end", "2.5", "--codec", "libx265", "--crf", "22", "--overwrite", "-q"]
-    argv += ["--memory-budget", "1G"]
+    argv += ["--memory-budget", "1G", "--ensemble", "4"]
     assert run_cli(argv, capsys)[0] == 0
     _, _, opts, model = seen["args"][:4]
     assert (opts.scale, opts.chunk, opts.overlap, opts.tile, opts.device, opts.precision) == (
@@ -310,6 +311,7 @@ def test_cli_passes_options(
     )  # fmt: skip
     assert opts.scene_detect and opts.scene_threshold == 0.3 and opts.overwrite
     assert opts.start == 1.0 and opts.end == 2.5
+    assert opts.ensemble == 4
     assert opts.memory_budget == 1 << 30 and opts.encode.codec == "libx265" and opts.encode.crf == 22
     assert isinstance(model, ToySequence)
 
@@ -368,6 +370,7 @@ def test_cli_existing_output_is_kept(
         (["--start", "abc"], "--start"),
         (["--tile", "big"], "--tile"),
         (["--scale", "0"], "--scale"),
+        (["--ensemble", "3"], "--ensemble"),
         (["--codec", "nosuchcodec"], "nosuchcodec"),
         *([] if torch.cuda.is_available() else [(["--device", "cuda:0"], "CUDA")]),
     ],

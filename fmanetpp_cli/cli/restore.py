@@ -152,6 +152,7 @@ def render_summary(report: RestoreReport) -> None:
     out.print(
         f"  model    {report.temporal_mode}, chunk {report.chunk}, overlap {report.overlap}, {tile}, "
         f"{report.device} {report.precision}"
+        + (f", self-ensemble x{report.ensemble}" if report.ensemble > 1 else "")
         + (f", {len(report.scene_cuts)} scene cut(s)" if report.scene_cuts else ""),
         highlight=False,
         soft_wrap=True,
@@ -259,6 +260,13 @@ def restore_command(
         str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
     ] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="fp32, bf16, or fp16 (CUDA only).")] = "fp32",
+    ensemble: Annotated[
+        int,
+        typer.Option(
+            "--ensemble",
+            help="Average 2 or 4 model passes over mirrored copies of each chunk (2x or 4x slower).",
+        ),
+    ] = 1,
     scene_detect: Annotated[
         bool, typer.Option("--scene-detect", help="Reset the temporal context at hard cuts.", metavar="")
     ] = False,
@@ -362,6 +370,7 @@ def restore_command(
         memory_budget=parse_size(memory_budget),
         device=device,
         precision=precision,
+        ensemble=ensemble,
         scene_detect=scene_detect,
         scene_threshold=scene_threshold,
         start=parse_time(start, "--start"),

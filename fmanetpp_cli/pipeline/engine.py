@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from fmanetpp_cli.errors import ConfigError, InputShapeError
 from fmanetpp_cli.pipeline.device import autocast
+from fmanetpp_cli.pipeline.ensemble import MIRRORS, mirror_ensemble
 from fmanetpp_cli.pipeline.tiling import SizePadder, auto_tile_size, measure_peak_bytes, run_tiled
 
 # Smallest tile side the out-of-memory fallback tries before giving up.
@@ -125,6 +126,7 @@ class ChunkRestorer:
         out_scale: output size over input size; differs from ``model.scale`` only when resampling.
         tile: tile side in input pixels, 0 for no tiling.
         tile_overlap: overlap between tiles in input pixels.
+        ensemble: model passes over mirrored copies of each chunk, averaged (1, 2 or 4; ``ensemble.py``).
     """
 
     def __init__(
@@ -138,6 +140,7 @@ class ChunkRestorer:
         out_scale: float | None = None,
         tile: int = 0,
         tile_overlap: int = 16,
+        ensemble: int = 1,
     ) -> None:
         traits = model_traits(model)
         self.traits = traits
@@ -158,6 +161,9 @@ class ChunkRestorer:
             raise ConfigError(f"--tile {tile} must be a multiple of {multiple} for this model")
         self.tile = tile
         self.tile_overlap = tile_overlap
+        if ensemble not in MIRRORS:
+            raise ConfigError(f"--ensemble must be one of {', '.join(map(str, MIRRORS))}, got {ensemble}")
+        self.ensemble = ensemble
         self.model_seconds = 0.0
         self.tile_retries = 0
 
@@ -233,11 +239,15 @@ class ChunkRestorer:
             x: ``[1, 3, L, Hp, Wp]``
             returns: ``[count, 3, s*Hp, s*Wp]``
         """
+
+        def forward(t: Tensor) -> Tensor:
+            return mirror_ensemble(lambda m: self._forward(m, offset, count), t, self.ensemble)
+
         with autocast(self.device, self.dtype):
             if not self.tile:
-                return self._forward(x, offset, count)
+                return forward(x)
             return run_tiled(
-                lambda t: self._forward(t, offset, count),
+                forward,
                 x,
                 tile=self.tile,
                 overlap=self.tile_overlap,

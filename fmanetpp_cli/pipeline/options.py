@@ -30,6 +30,8 @@ class RestoreOptions:
         memory_budget: bytes one model pass may use; None = a share of the device's free memory.
         device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA only); reduced precision runs under autocast.
+        ensemble: model passes per chunk over mirrored copies, averaged: 1 (off), 2 or 4; each pass
+            costs one more model run (``pipeline/ensemble.py``).
         scene_detect: reset the temporal context at hard cuts.
         scene_threshold: histogram distance in (0, 1] above which a frame change is a cut.
         start: restore from this time (seconds), None = from the first frame.
@@ -47,6 +49,7 @@ class RestoreOptions:
     memory_budget: int | None = None
     device: str = "auto"
     precision: str = "fp32"
+    ensemble: int = 1
     scene_detect: bool = False
     scene_threshold: float = 0.5
     start: float | None = None
@@ -76,6 +79,8 @@ class RestoreOptions:
             raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.ensemble not in (1, 2, 4):
+            raise ConfigError(f"--ensemble must be 1, 2 or 4, got {self.ensemble}")
         if self.precision == "fp16" and self.device == "cpu":
             raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
         if not 0 < self.scene_threshold <= 1:

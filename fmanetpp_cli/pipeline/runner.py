@@ -68,6 +68,7 @@ class RestoreReport:
         tile: spatial tile side in input pixels (0 = whole frames).
         device: the device the model ran on.
         precision: ``fp32``, ``bf16`` or ``fp16``.
+        ensemble: model passes per chunk (mirrored copies averaged; 1 = off).
         scene_cuts: indices (in the restored range) of the frames that start a new scene.
         seconds: wall time of the whole restore.
         model_seconds: time spent inside the model's forward passes.
@@ -91,6 +92,7 @@ class RestoreReport:
     tile: int
     device: str
     precision: str
+    ensemble: int
     scene_cuts: tuple[int, ...]
     seconds: float
     model_seconds: float
@@ -264,6 +266,7 @@ def restore_video(
         out_scale=opts.scale,
         tile=opts.tile or 0,
         tile_overlap=opts.tile_overlap,
+        ensemble=opts.ensemble,
     )
     warnings: list[str] = []
     if restorer.window and opts.overlap is not None and opts.overlap != overlap:
@@ -378,6 +381,7 @@ def restore_video(
         tile=restorer.tile,
         device=str(device),
         precision=opts.precision,
+        ensemble=opts.ensemble,
         scene_cuts=tuple(cuts),
         seconds=time.perf_counter() - started,
         model_seconds=restorer.model_seconds,
