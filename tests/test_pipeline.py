@@ -473,18 +473,12 @@ def test_real_presets_bf16_close_to_fp32(name: str) -> None:
     assert max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(fp32, low, strict=True)) <= 4
 
 
-class Lopsided(nn.Module):
+class Lopsided(Identity4):
     """Half the input, x4 nearest, plus a ramp along the width (and the height): not mirror-symmetric."""
-
-    scale = 4
-    temporal_mode = "sequence"
-    num_seq = 1
-    temporal_radius = 0
-    channel_order = "RGB"
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """Shapes: x ``[B, 3, T, H, W]`` -> output ``[B, 3, T, 4H, 4W]``."""
-        up = x.repeat_interleave(4, -1).repeat_interleave(4, -2)
+        up = super().forward(x)["output"]
         H, W = up.shape[-2:]
         ramp_w = torch.linspace(0, 0.5, W)
         ramp_h = torch.linspace(0, 0.5, H)[:, None]
