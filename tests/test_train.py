@@ -348,6 +348,25 @@ def test_ema_weights_are_saved_and_resume_continues_the_average_exactly(tmp_path
         torch.testing.assert_close(again[k], v, rtol=0, atol=1e-6)
 
 
+def test_resume_after_an_ema_stage_starts_the_next_stage_from_the_average(tmp_path, one_thread) -> None:
+    from safetensors.torch import load_file
+
+    raw = tiny_config(tmp_path, net_d=2, joint=1)
+    raw["stages"]["net_d"]["ema_decay"] = 0.5
+    straight = load_file(train(config_from_dict(raw)).weights)
+
+    def stop_after_net_d(info) -> None:
+        if info.stage == "net_d" and info.step == 2:
+            raise _StopError
+
+    raw["out_dir"] = str(tmp_path / "run2")
+    with pytest.raises(_StopError):
+        train(config_from_dict(raw), on_step=stop_after_net_d)
+    resumed = load_file(train(config_from_dict(raw), resume=True).weights)
+    for k, v in straight.items():
+        torch.testing.assert_close(resumed[k], v, rtol=0, atol=1e-6)
+
+
 def test_pixel_loss_option(tmp_path) -> None:
     from fmanetpp_cli.train.losses import restoration_loss
 

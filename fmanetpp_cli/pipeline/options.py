@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fmanetpp_cli.errors import ConfigError
+from fmanetpp_cli.pipeline.ensemble import MIRRORS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -79,8 +80,10 @@ class RestoreOptions:
             raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.ensemble not in (1, 2, 4):
-            raise ConfigError(f"--ensemble must be 1, 2 or 4, got {self.ensemble}")
+        if self.ensemble not in MIRRORS:
+            raise ConfigError(
+                f"--ensemble must be one of {', '.join(map(str, MIRRORS))}, got {self.ensemble}"
+            )
         if self.precision == "fp16" and self.device == "cpu":
             raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
         if not 0 < self.scene_threshold <= 1:

@@ -272,6 +272,9 @@ def train(
                 raise ConfigError(f"{ckpt_path} holds {state['model_name']}, the config asks for {cfg.model}")
             model.load_state_dict(state["model"])
             done = dict(state["done"])
+            finished = done.get(state["stage"], 0) >= cfg.stage(state["stage"]).steps
+            if finished and "ema" in state:  # as without the stop: the next stage starts from the average
+                model.load_state_dict(state["ema"]["shadow"])
             logger.info("resumed from %s: %s", ckpt_path, done)
         elif cfg.init_weights:
             _init_from(model, cfg.init_weights)
