@@ -378,3 +378,46 @@ def test_pixel_loss_option(tmp_path) -> None:
         config_from_dict({**raw, "loss": {"pixel": "l3"}})
     with pytest.raises(ConfigError, match="ema_decay"):
         config_from_dict({**raw, "stages": {"joint": {"steps": 1, "ema_decay": 1.0}}})
+
+
+def test_precision_picks_the_autocast_dtype() -> None:
+    from fmanetpp_cli.train.loop import autocast_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cpu) is None
+    assert autocast_dtype("auto", cuda) is torch.float16
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16 and autocast_dtype("bf16", cuda) is torch.bfloat16
+    with pytest.raises(ConfigError, match="fp16 needs CUDA"):
+        autocast_dtype("fp16", cpu)
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        config_from_dict({**tiny_config_raw(), "precision": "fp8"})
+
+
+def tiny_config_raw() -> dict:
+    return {"model": "fmanetpp-tiny", "data": {"sources": ["x.png"]}}
+
+
+def test_bf16_training_runs_the_forward_in_bfloat16_and_keeps_float32_weights(tmp_path, one_thread) -> None:
+    """A bf16 run autocasts the model's convolutions (seen by a hook) and still trains and saves float32
+    weights; the fp32 run of the same config sees float32 activations."""
+    seen: dict[str, set[torch.dtype]] = {}
+    real_forward = torch.nn.Conv2d.forward
+
+    def spy(self, x):  # records the dtype the convolution's output actually has under autocast
+        y = real_forward(self, x)
+        seen.setdefault(run, set()).add(y.dtype)
+        return y
+
+    from fmanetpp_cli.checkpoints import load_model
+
+    for run in ("fp32", "bf16"):
+        raw = tiny_config(tmp_path / run, joint=3)
+        raw["precision"] = run
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch.nn.Conv2d, "forward", spy)
+            result = train(config_from_dict(raw))
+        model = load_model(result.weights)
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        assert math.isfinite(result.val["joint"]["psnr"])
+    assert torch.bfloat16 in seen["bf16"]
+    assert seen["fp32"] == {torch.float32}

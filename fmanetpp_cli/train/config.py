@@ -118,6 +118,9 @@ class StageConfig:
             raise ConfigError(f"stage: ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
     """A whole training run."""
@@ -132,6 +135,10 @@ class TrainConfig:
     ckpt_every: int = 50  # steps between checkpoints (and at each stage's end)
     max_minutes: float = 0.0  # stop (after a checkpoint) once this wall time is spent; 0 = no limit
     init_weights: str = ""  # start from this weights file (same preset) instead of a fresh initialisation
+    # Autocast of the forward pass: "auto" (float16 + loss scaling on CUDA, float32 elsewhere), "fp32",
+    # "bf16" (bfloat16 autocast on any device, no loss scaling: its exponent range is float32's) or "fp16"
+    # (CUDA only). Weights, optimiser state and the loss's reduction stay float32 in every case.
+    precision: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     stages: dict[str, StageConfig] = field(default_factory=dict)
@@ -144,6 +151,8 @@ class TrainConfig:
             raise ConfigError("log_every, val_every and ckpt_every must be >= 1")
         if not self.data.sources:
             raise ConfigError("data.sources is empty: name at least one video, frame folder or image")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def stage(self, name: str) -> StageConfig:
         """The settings of stage ``name`` (a skipped stage when the file has none)."""

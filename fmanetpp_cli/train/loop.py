@@ -8,7 +8,8 @@ Stages (paper Sec. 5), each optional (``steps = 0`` skips it) and run in this or
 3. ``joint``: Net_D and Net_R together, l1(output, GT) + lambda3 * L_D.
 
 Every stage: AdamW, linear warm-up then cosine decay to ``lr * min_lr_ratio``, global-norm gradient
-clipping, float16 autocast + GradScaler on CUDA only; optionally (``ema_decay``) an exponential moving
+clipping, autocast as ``precision`` says (float16 + GradScaler on CUDA by default, bfloat16 on request
+on any device, see :func:`autocast_dtype`); optionally (``ema_decay``) an exponential moving
 average of the weights, which validation and the written weights use and the next stage starts from.
 A checkpoint (model, optimiser, EMA, stage, step) is written every ``ckpt_every`` steps and at each
 stage's end, together with the current weights as a ``fmanetpp.weights/1`` safetensors file, so that a
@@ -220,6 +221,19 @@ def _log_to_file(out_dir: Path) -> logging.Handler:
     return handler
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the forward pass for a config's ``precision`` on ``device`` (None: float32).
+
+    Raises:
+        ConfigError: ``fp16`` off CUDA (float16 on the CPU is slow and underflows without loss scaling).
+    """
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"precision fp16 needs CUDA, the run is on {device}; use bf16 or fp32")
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -243,6 +257,7 @@ def train(
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = resolve_device(cfg.device)
+    amp_dtype = autocast_dtype(cfg.precision, device)
     if distributed:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
@@ -280,7 +295,13 @@ def train(
             _init_from(model, cfg.init_weights)
 
         logger.info(
-            "run %s: model %s, stages %s, device %s, world %d", out_dir, cfg.model, stages, device, world
+            "run %s: model %s, stages %s, device %s, world %d, autocast %s",
+            out_dir,
+            cfg.model,
+            stages,
+            device,
+            world,
+            amp_dtype,
         )
         hr_patch = cfg.data.lr_patch * SCALE
         train_set = DegradedClips(
@@ -314,7 +335,7 @@ def train(
             ema = WeightAverage(model, sc.ema_decay) if sc.ema_decay > 0 else None
             if ema is not None and "ema" in saved:
                 ema.load_state_dict(saved["ema"])
-            scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+            scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
             loss_mod: nn.Module = StageLoss(model, stage, cfg)
             if distributed:
                 ids = [device.index] if device.type == "cuda" else None
@@ -337,7 +358,7 @@ def train(
                     g["lr"] = lr_now
                 batch = batch_at(train_set, stage_idx * 10_000_000 + step, sc.batch_size, rank, world)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     loss, parts = loss_mod(batch)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
