@@ -19,7 +19,9 @@ from fmanetpp_cli.synth.exposure import (
     make_schedule,
     random_schedule,
 )
+from fmanetpp_cli.synth.interp import forward_flows, pixel_grid, sample_moving
 from fmanetpp_cli.synth.io import encode_png, read_frames, read_image, write_frame_folder, write_png
+from fmanetpp_cli.synth.motion import _affine, render
 from fmanetpp_cli.synth.noise import add_gaussian_noise, degrade_lr, h264_roundtrip
 
 
@@ -123,6 +125,65 @@ def test_longer_exposure_blurs_more() -> None:
     assert sharpness(long.lr) < 0.8 * sharpness(short.lr)
 
 
+def edge_ramp_steps(max_subframes: int, levels: list[int]) -> list[torch.Tensor]:
+    """Pixel-to-pixel increments of a vertical edge smeared by a fast pan (120 HR px per frame interval),
+    inside the ramp, one tensor per frame; ``scale=1`` keeps the blur at full resolution."""
+    src = torch.zeros(1, 3, 64, 768)
+    src[..., 384:] = 1.0
+    pan = Trajectory((120.0, 0.0), (0.0, 0.0), (0.0, 0.0), 0.1, (0.0, 0.0), 0.0, 0.0)
+    clip = camera_motion_clip(src, levels, pan, hr_hw=(32, 384), scale=1, max_subframes=max_subframes)
+    steps = []
+    for frame in clip.lr:
+        row = frame[0, 16].double()
+        inside = (row[:-1] > 0.02) & (row[1:] < 0.98)
+        steps.append(row.diff()[inside])
+    return steps
+
+
+def test_long_exposure_is_a_continuous_smear_not_ghost_copies() -> None:
+    # 5:5 of a 120 px pan: the ramp is ~120 px wide. Ghost copies show as flat runs (increments near 0)
+    # between the copies' edges; a continuous smear rises at a near-constant rate.
+    (dense,) = edge_ramp_steps(1024, [5])
+    assert dense.numel() > 100
+    assert dense.min() > 0.5 * dense.mean(), "no plateau inside the ramp"
+    assert dense.max() < 1.5 * dense.mean()
+    # The old cap of 48 renders (2.5 px apart) gave stacked copies; the check above catches them.
+    (capped,) = edge_ramp_steps(48, [5])
+    assert capped.min() < 0.1 * capped.mean()
+
+
+def test_short_exposure_renders_are_unchanged_and_blurred() -> None:
+    # 5:1 of the same pan needs 36 renders: below the old cap of 48, so exactly the old output, and a
+    # smear of ~24 px (a blurred frame, not a sharp copy).
+    new, old = edge_ramp_steps(1024, [1, 5]), edge_ramp_steps(48, [1, 5])
+    assert torch.equal(new[0], old[0])
+    assert 20 <= new[0].numel() <= 28 and new[0].min() > 0.5 * new[0].mean()
+    src = textured(256, 256, seed=4)[None]
+    traj = Trajectory.random(np.random.default_rng(5), MotionRange(max_speed=12.0))
+    a = camera_motion_clip(src, [1, 2, 1], traj, hr_hw=(64, 64))
+    b = camera_motion_clip(src, [1, 2, 1], traj, hr_hw=(64, 64), max_subframes=48)
+    assert torch.equal(a.lr, b.lr) and torch.equal(a.gt, b.gt)
+
+
+def test_chunked_long_exposures_are_deterministic_and_match_one_render() -> None:
+    src = textured(384, 384, seed=6)[None]
+    pan = Trajectory((150.0, 40.0), (0.0, 0.0), (0.0, 0.0), 0.1, (0.0, 0.0), 0.0, 0.0)
+    a = camera_motion_clip(src, [5, 4], pan, hr_hw=(64, 64), subframe_step=0.5)
+    b = camera_motion_clip(src, [5, 4], pan, hr_hw=(64, 64), subframe_step=0.5)
+    assert torch.equal(a.lr, b.lr) and torch.equal(a.gt, b.gt)
+    # Summing in chunks of RENDER_CHUNK renders is the mean of all renders (float rounding apart).
+    n = 256  # a tiny step makes the cap the count
+    centre = np.array([191.5, 191.5]) - pan.translation(np.array([0.5]))[0]  # as camera_motion_clip does
+    M, bb = _affine(pan, (np.arange(n) + 0.5) / n, (64, 64), centre)
+    whole = render(src[0], M, bb, (64, 64)).mean(0)
+    c = camera_motion_clip(src, [5], pan, hr_hw=(64, 64), subframe_step=0.01, max_subframes=n)
+    assert torch.allclose(c.lr[0], bicubic_down(whole[None])[0], atol=1e-5)
+    with pytest.raises(ConfigError, match="subframe_step"):
+        camera_motion_clip(src, [5], pan, hr_hw=(64, 64), subframe_step=0.0)
+    with pytest.raises(ConfigError, match="max_subframes"):
+        DegradeOptions(max_subframes=1)
+
+
 def test_noise_is_seeded_and_compression_keeps_shape() -> None:
     x = torch.full((2, 3, 8, 8), 0.5)
     a = add_gaussian_noise(x, 5.0, torch.Generator().manual_seed(1))
@@ -218,3 +279,89 @@ def test_time_offset_makes_training_clips_move_faster(tmp_path) -> None:
     assert speeds[1] > 2 * speeds[0], speeds
     with pytest.raises(ConfigError, match="time_offset_max"):
         config_from_dict({"data": {"sources": ["x.png"], "time_offset_max": -1}})
+
+
+def moving_frames(n: int, shift: float, width: int = 256) -> torch.Tensor:
+    """``n`` frames of one smooth texture moving ``shift`` px to the right per frame, ``[n, 3, 64, W]``."""
+    tex = textured(96, 512, seed=8)
+    M = np.repeat(np.eye(2)[None], n, 0)
+    b = np.stack([np.array([32.0 - shift * k, 16.0]) for k in range(n)])
+    return render(tex, M, b, (64, width))
+
+
+def test_forward_flows_find_a_translation() -> None:
+    pytest.importorskip("cv2")
+    frames = moving_frames(3, 5.0)
+    flows = forward_flows(frames)
+    assert flows.shape == (2, 2, 64, 256)
+    inner = flows[:, :, 16:-16, 32:-32].mean((-2, -1))  # [2, 2]
+    assert torch.allclose(inner, torch.tensor([[5.0, 0.0], [5.0, 0.0]]), atol=0.3), inner
+    assert torch.equal(forward_flows(frames), flows)  # deterministic
+
+
+def test_interpolation_is_exact_at_source_frames_and_moves_in_between() -> None:
+    frames = moving_frames(3, 6.0)
+    flows = torch.zeros(2, 2, 64, 256)
+    flows[:, 0] = 6.0  # the true motion
+    q = pixel_grid(64, 256)[None].expand(4, -1, -1)
+    out = sample_moving(frames, flows, np.array([0.0, 1.0, 2.0, 0.5]), q).reshape(4, 3, 64, 256)
+    assert torch.equal(out[0], frames[0]) and torch.equal(out[2], frames[2])
+    assert torch.allclose(out[1], frames[1], atol=1e-6)
+    half = moving_frames(2, 3.0)[1]  # the texture moved by 3 px: what time 0.5 must show
+    inner = (slice(None), slice(8, -8), slice(16, -16))
+    assert (out[3] - half)[inner].abs().mean() < 0.1 * (frames[1] - half)[inner].abs().mean()
+
+
+def hfr_edge_steps(flows: bool, level: int) -> torch.Tensor:
+    """Increments inside the ramp of an edge moving 8 px per source frame, averaged at ``level``."""
+    src = torch.zeros(12, 3, 8, 256)
+    for k in range(12):
+        src[k, :, :, 100 + 8 * k :] = 1.0
+    fl = torch.zeros(11, 2, 8, 256)
+    fl[:, 0] = 8.0
+    blurry, sharp = average_exposures(src, [level], interval=5, flows=fl if flows else None)
+    row = blurry[0, 0, 4].double()
+    inside = (row[:-1] > 0.02) & (row[1:] < 0.98)
+    return row.diff()[inside]
+
+
+def test_hfr_with_flow_interpolation_blurs_continuously() -> None:
+    dense = hfr_edge_steps(True, 5)  # 5 source intervals x 8 px = a 40 px smear
+    assert 36 <= dense.numel() <= 44 and dense.min() > 0.5 * dense.mean()
+    stacked = hfr_edge_steps(False, 5)  # the plain average: 5 sharp copies 8 px apart
+    assert stacked.min() < 0.1 * stacked.mean() or stacked.numel() < 36
+    short = hfr_edge_steps(True, 1)  # 5:1 covers one source interval: an 8 px smear, not a sharp edge
+    assert short.numel() >= 6 and short.min() > 0.5 * short.mean()
+    assert hfr_edge_steps(False, 1).numel() <= 1
+
+
+def test_camera_recipe_on_video_blurs_object_motion(tmp_path) -> None:
+    pytest.importorskip("cv2")
+    frames = moving_frames(6, 6.0)  # [6, 3, 64, 256]: an object (the texture) moving 6 px per frame
+    still = Trajectory((0.0, 0.0), (0.0, 0.0), (0.0, 0.0), 0.1, (0.0, 0.0), 0.0, 0.0)
+    flows = forward_flows(frames)
+    held = camera_motion_clip(frames, [5] * 5, still, hr_hw=(64, 128), scale=1)
+    moved = camera_motion_clip(frames, [5] * 5, still, hr_hw=(64, 128), scale=1, object_flows=flows)
+    assert torch.equal(held.gt, moved.gt)  # the ground truth is each source frame, never interpolated
+    assert torch.allclose(held.lr, held.gt, atol=1e-4)  # held: no blur at all
+
+    # What a 5:5 shutter over content times i - 0.5 .. i + 0.5 sees: the texture at 96 - 6 c (exact).
+    tex = textured(96, 512, seed=8)
+    c = 2 + (np.arange(400) + 0.5) / 400 - 0.5
+    b = np.stack([np.array([96.0 - 6.0 * t, 16.0]) for t in c])
+    truth = render(tex, np.repeat(np.eye(2)[None], 400, 0), b, (64, 128)).mean(0)
+    inner = (slice(None), slice(8, -8), slice(16, -16))
+    err_moved = (moved.lr[2] - truth)[inner].abs().mean()
+    err_held = (held.lr[2] - truth)[inner].abs().mean()
+    assert err_moved < 0.25 * err_held, (err_moved, err_held)
+    write_frame_folder(tmp_path / "src", list((frames.permute(0, 2, 3, 1) * 255).round().byte().numpy()))
+    opts = DegradeOptions(exposure="4", frames=5, seed=3, motion=MotionRange(max_speed=0.0, max_shake=0.0))
+    degrade(tmp_path / "src", tmp_path / "a", opts)
+    degrade(tmp_path / "src", tmp_path / "b", opts)
+    for name in ("lr/00000004.png", "gt/00000004.png", "flow.npz", "degrade.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    hold = DegradeOptions(exposure="4", frames=5, seed=3, object_motion="hold")
+    assert json.loads((tmp_path / "a/degrade.json").read_text())["options"]["object_motion"] == "flow"
+    with pytest.raises(ConfigError, match="object_motion"):
+        DegradeOptions(object_motion="blend")
+    assert hold.object_motion == "hold"

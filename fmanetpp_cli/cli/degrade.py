@@ -10,6 +10,7 @@ import typer
 from fmanetpp_cli.cli._console import out
 from fmanetpp_cli.errors import ConfigError
 from fmanetpp_cli.synth import DegradeOptions, MotionRange, degrade
+from fmanetpp_cli.synth.interp import SUBFRAME_STEP
 
 
 def _parse_crop(text: str | None) -> tuple[int, int] | None:
@@ -48,6 +49,16 @@ def degrade_command(
     gt_anchor: Annotated[
         str, typer.Option(help="camera: ground truth at the exposure 'centre' or 'start'.")
     ] = "centre",
+    object_motion: Annotated[
+        str,
+        typer.Option(
+            help="Video and hfr sources: 'flow' (objects move during the exposure, flow-interpolated; "
+            "needs OpenCV) or 'hold' (source frames as they are)."
+        ),
+    ] = "flow",
+    subframe_step: Annotated[
+        float, typer.Option(help="Most HR px a point moves between two sub-frame renders.")
+    ] = SUBFRAME_STEP,
     max_speed: Annotated[float, typer.Option(help="camera: max drift, HR px per frame.")] = 16.0,
     max_shake: Annotated[float, typer.Option(help="camera: max shake amplitude, HR px.")] = 4.0,
     noise: Annotated[float, typer.Option(help="Gaussian noise sigma on LR, 8-bit levels (0 = none).")] = 0.0,
@@ -67,6 +78,8 @@ def degrade_command(
         downscale=downscale,
         crop=_parse_crop(crop),
         gt_anchor=gt_anchor,
+        object_motion=object_motion,
+        subframe_step=subframe_step,
         motion=MotionRange(max_speed=max_speed, max_shake=max_shake),
         noise_sigma=noise,
         crf=crf,

@@ -3,11 +3,16 @@
 Two recipes:
 
 - ``hfr``: the source is sharp high-frame-rate video or frames (the REDS 120 fps layout). Output frame ``i``
-  averages ``round(N / 5 * interval)`` source frames from ``i * interval`` (exposure level 5:N), its ground
-  truth is the window's first frame, and the average is bicubic-downsampled x4.
+  covers ``round(N / 5 * interval)`` source frame intervals from frame ``i * interval`` (exposure level
+  5:N), its ground truth is that first frame, and the average is bicubic-downsampled x4. With
+  ``object_motion="flow"`` (default) the scene is flow-interpolated between source frames and averaged
+  densely (``synth.interp``: continuous blur, and 5:1 is blurred too); ``"hold"`` averages the source
+  frames themselves (ghost copies when objects move more than about a pixel per source frame).
 - ``camera``: any still image or ordinary video. A synthetic continuous camera path is integrated over each
-  frame's exposure window (``fmanetpp_cli.synth.motion``); the true LR flows between ground-truth frames
-  are written too.
+  frame's exposure window (``fmanetpp_cli.synth.motion``), rendered at sub-frame steps of at most
+  ``subframe_step`` HR px; the true LR flows of the camera between ground-truth frames are written too.
+  For video, ``object_motion="flow"`` moves the objects during the exposure as well (interpolated
+  between source frames); ``"hold"`` shows source frame ``i`` throughout frame ``i``'s exposure.
 
 Output folder layout::
 
@@ -40,6 +45,7 @@ from fmanetpp_cli.synth.exposure import (
     make_schedule,
     to_uint8,
 )
+from fmanetpp_cli.synth.interp import MAX_SUBFRAMES, SUBFRAME_STEP, check_subframes, forward_flows
 from fmanetpp_cli.synth.io import is_image, read_frames, write_bytes_atomic, write_frame_folder
 from fmanetpp_cli.synth.motion import MotionRange, Trajectory, camera_motion_clip
 from fmanetpp_cli.synth.noise import degrade_lr
@@ -60,6 +66,9 @@ class DegradeOptions:
     crop: tuple[int, int] | None = None  # HR (height, width) of the output, centred; None: whole frame
     gt_anchor: str = "centre"  # camera: ground truth at the exposure window's "centre" or "start"
     motion: MotionRange = field(default_factory=MotionRange)
+    subframe_step: float = SUBFRAME_STEP  # camera: most HR px an image point moves between two renders
+    max_subframes: int = MAX_SUBFRAMES  # camera: cap on renders per exposure window
+    object_motion: str = "flow"  # video and hfr sources: "flow" (interpolated, synth.interp) or "hold"
     noise_sigma: float = 0.0  # Gaussian noise on LR, 8-bit levels
     crf: int | None = None  # H.264 round trip at this CRF; None: no compression
     seed: int = 0
@@ -73,6 +82,9 @@ class DegradeOptions:
             raise ConfigError(f"frames must be >= 1, got {self.frames}")
         if self.interval < 1 or self.downscale < 1 or self.start < 0:
             raise ConfigError("interval and downscale must be >= 1 and start >= 0")
+        check_subframes(self.subframe_step, self.max_subframes)
+        if self.object_motion not in ("flow", "hold"):
+            raise ConfigError(f"object_motion must be 'flow' or 'hold', got {self.object_motion!r}")
         if self.crop is not None and (self.crop[0] % self.scale or self.crop[1] % self.scale):
             raise ConfigError(f"crop {self.crop} must be divisible by the scale {self.scale}")
 
@@ -127,7 +139,15 @@ def synthesize(source: Tensor, opts: DegradeOptions, still: bool) -> dict:
                 f"the source has {N} frames: room for {max(avail, 0)} outputs at interval {opts.interval}"
             )
         levels = make_schedule(T, opts.exposure, rng)
-        blurry, sharp = average_exposures(source, levels, interval=opts.interval, offset=opts.start)
+        used = source[opts.start : opts.start + (T - 1) * opts.interval + longest + 1]  # +1: the last pair
+        blurry, sharp = average_exposures(
+            used,
+            levels,
+            interval=opts.interval,
+            flows=forward_flows(used) if opts.object_motion == "flow" and len(used) > 1 else None,
+            subframe_step=opts.subframe_step,
+            max_subframes=opts.max_subframes,
+        )
         if opts.crop is not None:
             blurry, sharp = center_crop(blurry, opts.crop), center_crop(sharp, opts.crop)
         out: dict[str, Any] = {"lr": bicubic_down(blurry, opts.scale), "gt": sharp, "levels": levels}
@@ -138,6 +158,7 @@ def synthesize(source: Tensor, opts: DegradeOptions, still: bool) -> dict:
         levels = make_schedule(T, opts.exposure, rng)
         hw = opts.crop if opts.crop is not None else (H, W)
         scenes = source[:1] if still else source[opts.start : opts.start + T]
+        moving = opts.object_motion == "flow" and scenes.shape[0] > 1
         clip = camera_motion_clip(
             scenes,
             levels,
@@ -145,6 +166,9 @@ def synthesize(source: Tensor, opts: DegradeOptions, still: bool) -> dict:
             hr_hw=hw,
             scale=opts.scale,
             gt_anchor=opts.gt_anchor,
+            subframe_step=opts.subframe_step,
+            max_subframes=opts.max_subframes,
+            object_flows=forward_flows(scenes) if moving else None,
         )
         out = {
             "lr": clip.lr,
@@ -198,7 +222,7 @@ def degrade(
         "source": str(src),
         "still": still,
         "options": {**asdict(opts), "motion": asdict(opts.motion)},
-        "flow": "flow.npz (x, y in LR pixels; exact for stills, camera motion only for video)"
+        "flow": "flow.npz (x, y in LR pixels; exact for stills, the camera's motion only for video)"
         if has_flow
         else None,
         "frames": [

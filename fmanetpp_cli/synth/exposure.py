@@ -12,12 +12,22 @@ the ground truth), then is downsampled x4 with antialiased bicubic.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from fmanetpp_cli.errors import ConfigError, InputShapeError
+from fmanetpp_cli.synth.interp import (
+    MAX_SUBFRAMES,
+    SUBFRAME_STEP,
+    check_subframes,
+    flow_speed,
+    pixel_grid,
+    sample_moving,
+)
 
 LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
 NUM_LEVELS = 5
@@ -115,15 +125,31 @@ def bicubic_up(x: Tensor, scale: int = 4) -> Tensor:
 
 
 def average_exposures(
-    frames: Tensor, levels: list[int], *, interval: int = 5, offset: int = 0
+    frames: Tensor,
+    levels: list[int],
+    *,
+    interval: int = 5,
+    offset: int = 0,
+    flows: Tensor | None = None,
+    subframe_step: float = SUBFRAME_STEP,
+    max_subframes: int = MAX_SUBFRAMES,
 ) -> tuple[Tensor, Tensor]:
-    """Average consecutive high-frame-rate frames into blurry frames (REDS-ME recipe, before resizing).
+    """Average high-frame-rate frames over each exposure window (REDS-ME recipe, before resizing).
 
-    Output frame ``i`` averages ``frames[offset + i * interval : ... + count]`` with ``count`` from its
-    level; its ground truth is the first frame of that window.
+    Output frame ``i`` covers source times ``[first, first + count)`` with ``first = offset + i * interval``
+    and ``count`` from its level; its ground truth is frame ``first``.
+
+    - ``flows=None``: the mean of the ``count`` source frames in the window (sharp copies stack up as
+      ghosts when objects move more than about a pixel between source frames; 5:1 at ``interval=5`` is
+      one unblurred frame).
+    - ``flows`` given (``synth.interp.forward_flows`` of ``frames``): the mean of the flow-interpolated
+      scene at ``n`` evenly spaced times from ``first`` on, ``n >= count`` chosen so that no point moves
+      more than ``subframe_step`` px between two (capped at ``max_subframes``): the paper's temporal
+      upsampling before averaging, with our own interpolation.
 
     Shapes:
         frames: ``[N, 3, H, W]`` float in [0, 1], the sharp high-frame-rate source.
+        flows: ``[N - 1, 2, H, W]`` or None.
         returns: (blurry ``[T, 3, H, W]``, sharp ground truth ``[T, 3, H, W]``) with ``T = len(levels)``.
 
     Raises:
@@ -134,11 +160,30 @@ def average_exposures(
         raise InputShapeError(
             f"{len(levels)} frames at interval {interval} need {needed} source frames, got {frames.shape[0]}"
         )
+    check_subframes(subframe_step, max_subframes)
+    H, W = frames.shape[-2:]
+    if flows is not None and flows.shape != (frames.shape[0] - 1, 2, H, W):
+        raise InputShapeError(f"flows must be [N - 1, 2, H, W], got {tuple(flows.shape)}")
+    if frames.shape[0] < 2:
+        flows = None
+    speed = flow_speed(flows)
+    chunk = max(1, 4_000_000 // (H * W))  # sampling positions held at once
     blurry, sharp = [], []
     for i, level in enumerate(levels):
         first = offset + i * interval
-        blurry.append(frames[first : first + frames_in_window(level, interval)].mean(dim=0))
+        count = frames_in_window(level, interval)
         sharp.append(frames[first])
+        if flows is None:
+            blurry.append(frames[first : first + count].mean(dim=0))
+            continue
+        n = int(min(max_subframes, max(count, math.ceil(speed * count / subframe_step))))
+        times = first + count * np.arange(n) / n
+        total = torch.zeros(3, H * W, dtype=frames.dtype)
+        for c in range(0, n, chunk):
+            t = times[c : c + chunk]
+            q = pixel_grid(H, W)[None].expand(len(t), -1, -1)
+            total += sample_moving(frames, flows, t, q).sum(0)
+        blurry.append((total / n).reshape(3, H, W))
     return torch.stack(blurry), torch.stack(sharp)  # [T, 3, H, W] each
 
 

@@ -25,6 +25,15 @@ from torch import Tensor
 
 from fmanetpp_cli.errors import ConfigError, InputShapeError
 from fmanetpp_cli.synth.exposure import bicubic_down, duty_cycle
+from fmanetpp_cli.synth.interp import (
+    MAX_SUBFRAMES,
+    RENDER_CHUNK,
+    SUBFRAME_STEP,
+    check_subframes,
+    flow_speed,
+    pixel_grid,
+    sample_moving,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +120,12 @@ def _affine(
     return M, b
 
 
+def _positions(M: np.ndarray, b: np.ndarray, out_hw: tuple[int, int]) -> Tensor:
+    """Source positions of every output pixel per instant: ``q = M p + b`` as ``[S, h*w, 2]`` float64."""
+    p = pixel_grid(*out_hw)  # [h*w, 2]
+    return torch.einsum("sij,nj->sni", torch.from_numpy(M), p) + torch.from_numpy(b)[:, None]
+
+
 def render(source: Tensor, M: np.ndarray, b: np.ndarray, out_hw: tuple[int, int]) -> Tensor:
     """Sample the source through each affine map (bilinear, reflected at the border).
 
@@ -120,17 +135,27 @@ def render(source: Tensor, M: np.ndarray, b: np.ndarray, out_hw: tuple[int, int]
     """
     h, w = out_hw
     _, Hs, Ws = source.shape
-    ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
-    )
-    p = torch.stack([xs, ys], -1).reshape(-1, 2)  # [h*w, 2]
-    q = torch.einsum("sij,nj->sni", torch.from_numpy(M), p) + torch.from_numpy(b)[:, None]  # [S, h*w, 2]
+    q = _positions(M, b, out_hw)  # [S, h*w, 2]
     scale = torch.tensor([2.0 / Ws, 2.0 / Hs], dtype=torch.float64)
     S = q.shape[0]
     # All instants stacked along the height of one grid: one source read, no per-instant copy of it.
     grid = ((q + 0.5) * scale - 1.0).reshape(1, S * h, w, 2).to(source.dtype)  # [1, S*h, w, 2]
     out = F.grid_sample(source[None], grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return out.reshape(3, S, h, w).transpose(0, 1)  # [S, 3, h, w]
+
+
+def render_moving(
+    scenes: Tensor, flows: Tensor, times: np.ndarray, M: np.ndarray, b: np.ndarray, out_hw: tuple[int, int]
+) -> Tensor:
+    """``render`` of a moving scene: at instant ``s`` the source is the flow-interpolated scene at content
+    time ``times[s]`` (``synth.interp``).
+
+    Shapes:
+        scenes: ``[N, 3, Hs, Ws]``; flows: ``[N - 1, 2, Hs, Ws]``; times: ``[S]``; M, b as in ``render``.
+        returns: ``[S, 3, h, w]``.
+    """
+    out = sample_moving(scenes, flows, times, _positions(M, b, out_hw))  # [S, 3, h*w]
+    return out.reshape(len(times), 3, *out_hw)
 
 
 def affine_flow(
@@ -178,14 +203,19 @@ def camera_motion_clip(
     scale: int = 4,
     gt_anchor: str = "centre",
     center: tuple[float, float] | None = None,
-    max_subframes: int = 48,
+    subframe_step: float = SUBFRAME_STEP,
+    max_subframes: int = MAX_SUBFRAMES,
+    object_flows: Tensor | None = None,
 ) -> MotionClip:
     """Render a blurry LR clip and its sharp HR ground truth under continuous camera motion.
 
     Frame ``i`` opens the shutter at ``t = i`` for ``duty_cycle(levels[i])`` frame intervals; the blurry
-    frame is the mean of renders at sub-frame instants spaced below one pixel of motion (capped at
-    ``max_subframes``). The ground truth is the render at the window's centre (``gt_anchor="centre"``,
-    GoPro-like) or start (``"start"``, the literal REDS-ME reading).
+    frame is the mean of renders at evenly spaced sub-frame instants, enough of them that no image point
+    moves more than ``subframe_step`` HR pixels between two (an upper bound of the clip's image speed sets
+    the count; ``max_subframes`` caps it). With steps at or below about a pixel the bilinear renders
+    overlap and the mean is a continuous smear, not a stack of sharp copies. The ground truth is the
+    render at the window's centre (``gt_anchor="centre"``, GoPro-like) or start (``"start"``, the
+    literal REDS-ME reading).
 
     Args:
         scenes: ``[N, 3, Hs, Ws]`` sharp source in [0, 1]; frame ``i`` shows scene ``min(i, N - 1)``
@@ -196,7 +226,15 @@ def camera_motion_clip(
         scale: downsampling factor.
         gt_anchor: ``"centre"`` or ``"start"``.
         center: source position of the path's middle (the source centre when None).
-        max_subframes: cap on renders per exposure window.
+        subframe_step: the most an image point may move between two sub-frame renders, HR px.
+        max_subframes: cap on renders per exposure window (steps grow beyond ``subframe_step`` only
+            for image speeds over ``max_subframes * subframe_step`` HR px per exposure).
+        object_flows: ``[N - 1, 2, Hs, Ws]`` forward flows between consecutive scenes
+            (``synth.interp.forward_flows``), or None. With flows, the scene moves during the exposure
+            too: render ``s`` of frame ``i`` shows the flow-interpolated scene at content time
+            ``i + (t_s - t_gt)``, so the ground truth is scene ``i`` itself and the blur follows both the
+            camera and the objects. Without them, scene ``i`` is held for the whole exposure (object
+            motion between scenes is a jump from frame to frame, never blur).
 
     Shapes:
         returns ``MotionClip`` with ``lr [T, 3, h, w]``, ``gt [T, 3, s*h, s*w]``, flows ``[T, 2, h, w]``.
@@ -207,24 +245,44 @@ def camera_motion_clip(
         )
     if gt_anchor not in ("centre", "start"):
         raise ConfigError(f"gt_anchor must be 'centre' or 'start', got {gt_anchor!r}")
+    check_subframes(subframe_step, max_subframes)
     T = len(levels)
     _, _, Hs, Ws = scenes.shape
     mid = np.array(center if center is not None else ((Ws - 1) / 2, (Hs - 1) / 2), dtype=np.float64)
     # Centre the path on the source: subtract the translation at the clip's middle instant.
     src_center = mid - trajectory.translation(np.array([T / 2]))[0]
     radius = math.hypot(*hr_hw) / 2
-    speed = trajectory.max_speed(T + 1, radius)
+    flows = object_flows if scenes.shape[0] > 1 else None
+    if flows is not None and flows.shape != (scenes.shape[0] - 1, 2, Hs, Ws):
+        raise InputShapeError(f"object_flows must be [N - 1, 2, Hs, Ws], got {tuple(flows.shape)}")
+    # Object motion adds at most the largest flow (scene px per frame; the slow zoom is ignored).
+    speed = trajectory.max_speed(T + 1, radius) + flow_speed(flows)
     blurry, sharp, anchors = [], [], []
     for i, level in enumerate(levels):
         span = duty_cycle(level)
-        n_sub = int(min(max_subframes, max(2, math.ceil(speed * span * 1.5))))
+        n_sub = int(min(max_subframes, max(2, math.ceil(speed * span / subframe_step))))
         t_sub = i + span * (np.arange(n_sub) + 0.5) / n_sub
         t_gt = i + (span / 2 if gt_anchor == "centre" else 0.0)
         anchors.append(t_gt)
+        scene = scenes[min(i, scenes.shape[0] - 1)]
         M, b = _affine(trajectory, np.concatenate([t_sub, [t_gt]]), hr_hw, src_center)
-        frames = render(scenes[min(i, scenes.shape[0] - 1)], M, b, hr_hw)  # [n_sub + 1, 3, H, W]
-        blurry.append(frames[:-1].mean(0))
-        sharp.append(frames[-1])
+        if flows is None and n_sub < RENDER_CHUNK:  # one render call, exactly as before chunking
+            frames = render(scene, M, b, hr_hw)  # [n_sub + 1, 3, H, W]
+            blurry.append(frames[:-1].mean(0))
+            sharp.append(frames[-1])
+            continue
+        # Sum the renders chunk by chunk (memory of RENDER_CHUNK renders); index n_sub is the GT instant.
+        times = i + (t_sub - t_gt)  # content time: the ground-truth instant shows scene i exactly
+        total = torch.zeros(3, *hr_hw, dtype=scene.dtype)
+        for c in range(0, n_sub, RENDER_CHUNK):
+            e = min(c + RENDER_CHUNK, n_sub)
+            if flows is None:
+                part = render(scene, M[c:e], b[c:e], hr_hw)
+            else:
+                part = render_moving(scenes, flows, times[c:e], M[c:e], b[c:e], hr_hw)
+            total += part.sum(0)
+        blurry.append(total / n_sub)
+        sharp.append(render(scene, M[-1:], b[-1:], hr_hw)[0])
     hr_blur = torch.stack(blurry)  # [T, 3, H, W]
     gt = torch.stack(sharp).clamp(0, 1)  # [T, 3, H, W]
     lr_hw = (hr_hw[0] // scale, hr_hw[1] // scale)
