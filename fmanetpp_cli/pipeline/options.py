@@ -22,7 +22,7 @@ class RestoreOptions:
         scale: output size over input size. 4 is the models' native factor; any other value resamples the
             x4 result with an antialiased bicubic filter (output size rounded to whole pixels).
         chunk: input frames per model pass (padding included); None picks the measured default of the
-            model kind (``DEFAULT_CHUNK`` in ``runner.py``).
+            model kind (``DEFAULT_CHUNK`` in ``plan.py``).
         overlap: context frames shared by neighbouring chunks on each side; None uses the model's
             ``temporal_radius``, which makes chunked output equal to one pass over the whole clip. Smaller
             values trade exactness for speed (reported in ``RestoreReport.exact_stitching``).
