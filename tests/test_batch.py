@@ -10,7 +10,8 @@ import pytest
 import torch
 from cli_run import run_cli
 from media import make_clip, not_a_video
-from torch import Tensor, nn
+from torch import nn
+from toy_models import CountingIdentity4
 
 from fmanetpp_cli.errors import ConfigError, VideoOpenError
 from fmanetpp_cli.pipeline import RestoreOptions
@@ -25,26 +26,6 @@ from fmanetpp_cli.pipeline.batch import (
     restore_folder,
 )
 from fmanetpp_cli.video import probe
-
-
-class CountingIdentity4(nn.Module):
-    """A sequence model returning its input x4 (nearest) and counting forward calls."""
-
-    scale = 4
-    temporal_mode = "sequence"
-    num_seq = 1
-    temporal_radius = 0
-    channel_order = "RGB"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        """Shapes: x ``[B, 3, T, H, W]`` -> output ``[B, 3, T, 4H, 4W]``."""
-        self.calls += 1
-        return {"output": x.repeat_interleave(4, -1).repeat_interleave(4, -2)}  # [B, 3, T, 4H, 4W]
-
 
 OPTIONS = RestoreOptions(device="cpu", tile=0)
 
