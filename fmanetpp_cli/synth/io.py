@@ -104,21 +104,6 @@ def read_frames(
     return frames
 
 
-def video_fps(path: str | os.PathLike[str], default: float = 25.0) -> float:
-    """The average frame rate of a video file, or ``default`` for folders, images and unknown rates."""
-    p = Path(path)
-    if p.is_dir() or is_image(p):
-        return default
-    import av
-
-    try:
-        with av.open(str(p)) as c:
-            rate = c.streams.video[0].average_rate
-    except (av.error.FFmpegError, OSError, IndexError) as e:
-        raise VideoOpenError(f"{p}: cannot read the frame rate ({e})") from e
-    return float(rate) if rate else default
-
-
 def encode_png(image: np.ndarray) -> bytes:
     """Encode ``[H, W, 3]`` uint8 RGB as PNG bytes (8-bit truecolour, no filtering)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
