@@ -161,12 +161,11 @@ class ChunkRestorer:
             ``count`` frames ``[round(s'H), round(s'W), 3]`` of the input dtype (``s'`` = ``out_scale``).
 
         Raises:
-            InputShapeError: a frame of the wrong size, or too few frames around a window centre.
+            InputShapeError: frames of another size than the plan's (checked once per chunk, on the stacked
+                tensor; the runner checks each decoded frame and names the file), or too few frames
+                around a window centre.
             MemoryError: out of memory even with tiles of ``MIN_RETRY_TILE`` pixels.
         """
-        if any(f.shape != (self.height, self.width, 3) for f in frames):
-            shapes = sorted({f.shape for f in frames})
-            raise InputShapeError(f"expected frames of {(self.height, self.width, 3)}, got {shapes}")
         if self.window and (offset < self.num_seq // 2 or offset + count + self.num_seq // 2 > len(frames)):
             raise InputShapeError(
                 f"windows of {self.num_seq} frames do not fit the chunk at {offset}+{count}"

@@ -206,6 +206,8 @@ def restore_video(
     options: RestoreOptions | None = None,
     model: nn.Module | None = None,
     on_progress: ProgressFn | None = None,
+    *,
+    info: VideoInfo | None = None,
 ) -> RestoreReport:
     """Restore a video file with a loaded model, streaming, and write the result atomically.
 
@@ -217,6 +219,7 @@ def restore_video(
             moved to the chosen device. Required.
         on_progress: called as ``on_progress(done, total)`` after each written frame; ``total`` is None
             when the container does not say how many frames to expect.
+        info: ``probe(input)`` when the caller already has it (it is not probed again).
 
     Returns:
         The ``RestoreReport``.
@@ -235,7 +238,7 @@ def restore_video(
     dtype = check_precision(opts.precision, device)
     traits = model_traits(model)
     model.to(device).eval()  # before the memory probe, as the engine runs it
-    info = probe(input_path)
+    info = info if info is not None else probe(input_path)
     encode = opts.encode if opts.encode is not None else EncodeOptions()
     for path in (output_path, opts.compare):
         if path is not None:
