@@ -25,6 +25,7 @@ for 1,000 frames on a CPU, with the same memory behaviour per chunk as any other
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import subprocess
@@ -135,23 +136,35 @@ def child(args: argparse.Namespace) -> None:
 
 def tiles(args: argparse.Namespace, width: int, height: int) -> None:
     """Automatic tile side per budget (MB in ``--values``) and the measured peak of one chunk's pass."""
-    from fmanetpp_cli.pipeline.engine import ChunkRestorer
+    from fmanetpp_cli.pipeline import RestoreOptions
+    from fmanetpp_cli.pipeline.engine import ChunkRestorer, measure_bytes_per_pixel
+    from fmanetpp_cli.pipeline.plan import model_traits, plan_restore
     from fmanetpp_cli.pipeline.tiling import measure_peak_bytes
 
     torch.set_num_threads(args.threads)
-    model = build_model(args.model)
+    model = build_model(args.model).eval()
     chunk = args.chunk or 9
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (height, width, 3)).astype(np.uint8) for _ in range(chunk)]
-    restorer = ChunkRestorer(model, height=height, width=width, device=torch.device("cpu"))
+    cpu = torch.device("cpu")
     offset = model.num_seq // 2 if model.temporal_mode == "window" else 0
-    per_pixel = restorer.bytes_per_pixel(chunk)
+    per_pixel = measure_bytes_per_pixel(model, chunk, cpu)
     for mb in (int(v) for v in args.values.split(",")):
-        restorer.tile = restorer.choose_tile(chunk, mb << 20)
+        # The plan gives one pass half the budget (the rest holds the chunk's outputs).
+        plan = plan_restore(
+            model_traits(model),
+            height=height,
+            width=width,
+            options=RestoreOptions(chunk=chunk, device="cpu"),
+            device=cpu,
+            memory_budget=2 * (mb << 20),
+            bytes_per_pixel=lambda _chunk: per_pixel,
+        )
+        restorer = ChunkRestorer(model, plan)
         started = time.perf_counter()
-        peak = measure_peak_bytes(lambda: restorer.restore(frames, offset, chunk - 2 * offset))
+        peak = measure_peak_bytes(functools.partial(restorer.restore, frames, offset, chunk - 2 * offset))
         print(
-            f"{args.model} {width}x{height} chunk {chunk}: budget {mb} MB -> tile {restorer.tile}, "
+            f"{args.model} {width}x{height} chunk {chunk}: budget {mb} MB -> tile {plan.tile}, "
             f"measured peak {peak / 2**20:.1f} MB ({per_pixel:.0f} B/px estimated, "
             f"{time.perf_counter() - started:.1f} s)",
             flush=True,

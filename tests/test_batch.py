@@ -10,11 +10,13 @@ import pytest
 import torch
 from cli_run import run_cli
 from media import make_clip, not_a_video
-from torch import Tensor, nn
+from torch import nn
+from toy_models import CountingIdentity4
 
 from fmanetpp_cli.errors import ConfigError, VideoOpenError
 from fmanetpp_cli.pipeline import RestoreOptions
 from fmanetpp_cli.pipeline import batch as batch_mod
+from fmanetpp_cli.pipeline import runner as runner_mod
 from fmanetpp_cli.pipeline.batch import (
     FAILED,
     OK,
@@ -25,26 +27,6 @@ from fmanetpp_cli.pipeline.batch import (
     restore_folder,
 )
 from fmanetpp_cli.video import probe
-
-
-class CountingIdentity4(nn.Module):
-    """A sequence model returning its input x4 (nearest) and counting forward calls."""
-
-    scale = 4
-    temporal_mode = "sequence"
-    num_seq = 1
-    temporal_radius = 0
-    channel_order = "RGB"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        """Shapes: x ``[B, 3, T, H, W]`` -> output ``[B, 3, T, 4H, 4W]``."""
-        self.calls += 1
-        return {"output": x.repeat_interleave(4, -1).repeat_interleave(4, -2)}  # [B, 3, T, 4H, 4W]
-
 
 OPTIONS = RestoreOptions(device="cpu", tile=0)
 
@@ -85,6 +67,41 @@ def test_mirrors_the_tree_with_one_model_and_never_writes_the_input(in_dir: Path
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["ok"] == 3 and saved["failed"] == 0 and saved["exit_code"] == 0
     assert [Path(i["input"]).name for i in saved["items"]] == ["a.mp4", "b.mkv", "c.mov"]
+
+
+def test_folders_checked_and_files_probed_once_before_the_model_loads(
+    in_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fmanetpp_cli.video as video_mod
+
+    probed: list[str] = []
+    checked: list[Path] = []
+    real_probe, real_check = video_mod.probe, batch_mod.check_folders
+
+    def counting_probe(path: Path, *args: object, **kwargs: object) -> object:
+        probed.append(Path(path).name)
+        return real_probe(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    def counting_check(*args: object, **kwargs: object) -> tuple[Path, Path]:
+        checked.append(Path(str(args[0])))
+        return real_check(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(video_mod, "probe", counting_probe)
+    monkeypatch.setattr(runner_mod, "probe", counting_probe)
+    monkeypatch.setattr(batch_mod, "check_folders", counting_check)
+    loads: list[int] = []
+
+    def load() -> CountingIdentity4:
+        loads.append(len(checked))
+        return CountingIdentity4()
+
+    report = restore_folder(in_dir, tmp_path / "out", OPTIONS, load)
+    assert report.exit_code == 0 and report.frames == 7
+    assert checked == [in_dir] and loads == [1], "the folders are checked once, then the model loads once"
+    assert sorted(probed) == ["a.mp4", "b.mkv", "c.mov"], "each file is probed once (plan and restore)"
+    with pytest.raises(VideoOpenError):
+        restore_folder(tmp_path / "nope", tmp_path / "out2", OPTIONS, load)
+    assert loads == [1], "bad folders fail before the model loads"
 
 
 def test_a_failing_file_does_not_stop_the_batch(in_dir: Path, tmp_path: Path) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from toy_models import Identity4, ToySequence, ToyWindow
 
 from fmanetpp_cli.errors import ConfigError, InputShapeError
 from fmanetpp_cli.pipeline.device import check_precision, select_device
-from fmanetpp_cli.pipeline.engine import ChunkRestorer, frames_to_tensor
+from fmanetpp_cli.pipeline.engine import ChunkRestorer, frames_to_tensor, measure_bytes_per_pixel
 from fmanetpp_cli.pipeline.options import RestoreOptions
+from fmanetpp_cli.pipeline.plan import choose_tile, model_traits, plan_restore
 from fmanetpp_cli.pipeline.scenes import SceneCutDetector
 from fmanetpp_cli.pipeline.tiling import (
     SizePadder,
@@ -22,74 +23,23 @@ from fmanetpp_cli.pipeline.tiling import (
 )
 from fmanetpp_cli.pipeline.windows import plan_chunks
 
-# ----------------------------------------------------------------------------------------------------------
-# Toy models honouring the model contract, with a known temporal reach, so stitching errors show up.
 
-
-class ToySequence(nn.Module):
-    """x4 nearest upsampler plus ``radius`` rounds of random temporal mixing (radius exactly ``radius``).
-
-    The ends replicate the edge frame, as a real sequence model handles its own ends.
-    """
-
-    scale = 4
-    temporal_mode = "sequence"
-    num_seq = 1
-    channel_order = "RGB"
-
-    def __init__(self, radius: int = 2, seed: int = 0) -> None:
-        super().__init__()
-        self.temporal_radius = radius
-        g = torch.Generator().manual_seed(seed)
-        self.mix = nn.Parameter(torch.rand(radius, 3, generator=g) * 0.5)
-        self.spatial = nn.Conv2d(3, 3, 3, padding=1)
-
-    def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        """Shapes: x ``[B, 3, T, H, W]`` -> output ``[B, 3, T, 4H, 4W]``."""
-        h = x
-        for k in range(self.temporal_radius):
-            p = F.pad(h, (0, 0, 0, 0, 1, 1), mode="replicate")  # [B, 3, T+2, H, W]
-            w = self.mix[k]
-            h = (1 - w[1] - w[2]) * h + w[1] * p[:, :, :-2] + w[2] * p[:, :, 2:]  # [B, 3, T, H, W]
-        B, C, T, H, W = h.shape
-        flat = h.transpose(1, 2).reshape(B * T, C, H, W)  # [B*T, 3, H, W]
-        flat = flat + 0.01 * self.spatial(flat)
-        up = F.interpolate(flat, scale_factor=4, mode="nearest")  # [B*T, 3, 4H, 4W]
-        return {"output": up.reshape(B, T, C, 4 * H, 4 * W).transpose(1, 2)}  # [B, 3, T, 4H, 4W]
-
-
-class ToyWindow(nn.Module):
-    """A window model: weighted sum of the ``num_seq`` frames, x4 nearest upsampled."""
-
-    scale = 4
-    temporal_mode = "window"
-    channel_order = "RGB"
-
-    def __init__(self, num_seq: int = 3) -> None:
-        super().__init__()
-        self.num_seq = num_seq
-        self.temporal_radius = num_seq // 2
-        self.w = nn.Parameter(torch.linspace(0.1, 0.9, num_seq))
-
-    def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        """Shapes: x ``[B, 3, T, H, W]`` -> output ``[B, 3, 4H, 4W]``."""
-        assert x.shape[2] == self.num_seq
-        mixed = (x * (self.w / self.w.sum())[None, None, :, None, None]).sum(2)  # [B, 3, H, W]
-        return {"output": F.interpolate(mixed, scale_factor=4, mode="nearest")}
-
-
-class Identity4(nn.Module):
-    """Sequence model whose output is its input, x4 nearest (exact)."""
-
-    scale = 4
-    temporal_mode = "sequence"
-    num_seq = 1
-    temporal_radius = 0
-    channel_order = "RGB"
-
-    def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        """Shapes: x ``[B, 3, T, H, W]`` -> output ``[B, 3, T, 4H, 4W]``."""
-        return {"output": x.repeat_interleave(4, -1).repeat_interleave(4, -2)}
+def _restorer(
+    model: nn.Module, height: int, width: int, *, dtype: torch.dtype = torch.float32, tile: int = 0, **options
+) -> ChunkRestorer:
+    """A restorer for ``height x width`` frames on the CPU, planned with ``RestoreOptions(**options)``."""
+    options.setdefault("scale", model_traits(model).scale)
+    plan = plan_restore(
+        model_traits(model),
+        height=height,
+        width=width,
+        options=RestoreOptions(tile=tile, **options),
+        device=torch.device("cpu"),
+        dtype=dtype,
+        memory_budget=1 << 30,
+        even=False,
+    )
+    return ChunkRestorer(model, plan)
 
 
 def _clip(n: int, h: int = 12, w: int = 10, seed: int = 0, dtype: type = np.uint8) -> list[np.ndarray]:
@@ -161,7 +111,7 @@ def test_planner_rejects_no_progress() -> None:
 def test_sequence_stitching_equals_single_pass(chunk: int, radius: int) -> None:
     frames = _clip(17)
     model = ToySequence(radius=radius)
-    restorer = ChunkRestorer(model, height=12, width=10, device=torch.device("cpu"))
+    restorer = _restorer(model, height=12, width=10)
     whole = restorer.restore(frames, 0, len(frames))
     chunks = plan_chunks(len(frames), chunk=chunk, overlap=radius)
     assert len(chunks) > 2
@@ -174,7 +124,7 @@ def test_sequence_stitching_equals_single_pass(chunk: int, radius: int) -> None:
 def test_sequence_stitching_detects_too_little_overlap() -> None:
     """The toy model really has radius 3: an overlap of 1 must give a different result (test has teeth)."""
     frames = _clip(17)
-    restorer = ChunkRestorer(ToySequence(radius=3), height=12, width=10, device=torch.device("cpu"))
+    restorer = _restorer(ToySequence(radius=3), height=12, width=10)
     whole = restorer.restore(frames, 0, len(frames))
     stitched = _stitch(restorer, frames, plan_chunks(17, chunk=7, overlap=1))
     assert any(not np.array_equal(a, b) for a, b in zip(whole, stitched, strict=True))
@@ -183,7 +133,7 @@ def test_sequence_stitching_detects_too_little_overlap() -> None:
 def test_window_stitching_equals_sliding_windows() -> None:
     frames = _clip(9, dtype=np.uint16)
     model = ToyWindow(num_seq=5)
-    restorer = ChunkRestorer(model, height=12, width=10, device=torch.device("cpu"))
+    restorer = _restorer(model, height=12, width=10)
     chunks = plan_chunks(9, chunk=7, overlap=2, pad=2)
     stitched = _stitch(restorer, frames, chunks)
     assert len(stitched) == 9 and stitched[0].dtype == np.uint16
@@ -195,7 +145,7 @@ def test_window_stitching_equals_sliding_windows() -> None:
 
 def test_scene_cut_isolates_segments() -> None:
     a, b = _clip(6, seed=1), _clip(6, seed=2)
-    restorer = ChunkRestorer(ToySequence(radius=2), height=12, width=10, device=torch.device("cpu"))
+    restorer = _restorer(ToySequence(radius=2), height=12, width=10)
     stitched = _stitch(restorer, a + b, plan_chunks(12, chunk=5, overlap=2, cuts=[6]))
     alone = restorer.restore(a, 0, 6) + restorer.restore(b, 0, 6)
     for x, y in zip(stitched, alone, strict=True):
@@ -251,8 +201,8 @@ def test_restorer_honours_size_multiple_and_tiles() -> None:
     model = ToySequence(radius=1)
     model.size_multiple = 8  # type: ignore[attr-defined]
     frames = _clip(3, h=21, w=35)
-    plain = ChunkRestorer(model, height=21, width=35, device=torch.device("cpu"))
-    tiled = ChunkRestorer(model, height=21, width=35, device=torch.device("cpu"), tile=16, tile_overlap=4)
+    plain = _restorer(model, height=21, width=35)
+    tiled = _restorer(model, height=21, width=35, tile=16, tile_overlap=4)
     a, b = plain.restore(frames, 0, 3), tiled.restore(frames, 0, 3)
     assert a[0].shape == (84, 140, 3)
     # The 3x3 conv sees tile borders, so tiles differ slightly; nearest-neighbour content dominates.
@@ -267,7 +217,7 @@ def test_out_of_memory_retries_with_smaller_tiles() -> None:
             return super().forward(x)
 
     frames = _clip(2, h=40, w=64)
-    restorer = ChunkRestorer(Picky(), height=40, width=64, device=torch.device("cpu"))
+    restorer = _restorer(Picky(), height=40, width=64)
     out = restorer.restore(frames, 0, 2)
     assert restorer.tile == 16 and restorer.tile_retries == 2  # 64 -> 32 -> 16
     for lr, hr in zip(frames, out, strict=True):
@@ -278,14 +228,14 @@ def test_out_of_memory_retries_with_smaller_tiles() -> None:
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
 
     with pytest.raises(MemoryError, match="out of memory"):
-        ChunkRestorer(Hopeless(), height=40, width=64, device=torch.device("cpu")).restore(frames, 0, 2)
+        _restorer(Hopeless(), height=40, width=64).restore(frames, 0, 2)
 
     class Buggy(Identity4):
         def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
             raise RuntimeError("shape mismatch")
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        ChunkRestorer(Buggy(), height=40, width=64, device=torch.device("cpu")).restore(frames, 0, 2)
+        _restorer(Buggy(), height=40, width=64).restore(frames, 0, 2)
 
 
 def test_measure_peak_bytes_counts_intermediates() -> None:
@@ -300,11 +250,10 @@ def test_auto_tile_size_fits_budget() -> None:
     side = auto_tile_size(1000.0, 64 * 64 * 1000, multiple=8)
     assert side == 64
     assert auto_tile_size(1000.0, 10, multiple=8, min_tile=16) == 16
-    restorer = ChunkRestorer(ToySequence(radius=1), height=200, width=300, device=torch.device("cpu"))
-    per_pixel = restorer.bytes_per_pixel(4)
+    per_pixel = measure_bytes_per_pixel(ToySequence(radius=1), 4, torch.device("cpu"))
     assert per_pixel > 4 * 3 * 16 * 4  # at least the x4 output of 4 frames per input pixel
-    assert restorer.choose_tile(4, int(per_pixel * 200 * 300 * 2)) == 0
-    tile = restorer.choose_tile(4, int(per_pixel * 100 * 100))
+    assert choose_tile(per_pixel, int(per_pixel * 200 * 300 * 2), 200, 300) == 0
+    tile = choose_tile(per_pixel, int(per_pixel * 100 * 100), 200, 300)
     assert 64 <= tile <= 100
 
 
@@ -323,7 +272,7 @@ def test_bgr_model_sees_flipped_channels() -> None:
 
     frame = np.zeros((4, 4, 3), np.uint8)
     frame[..., 0] = 255  # pure red
-    out = ChunkRestorer(Probe(), height=4, width=4, device=torch.device("cpu")).restore([frame], 0, 1)
+    out = _restorer(Probe(), height=4, width=4).restore([frame], 0, 1)
     assert Probe.seen is not None and Probe.seen[0, 2].min() == 1 and Probe.seen[0, 0].max() == 0
     assert (out[0][..., 0] == 255).all() and (out[0][..., 2] == 0).all()  # back to RGB
 
@@ -331,14 +280,45 @@ def test_bgr_model_sees_flipped_channels() -> None:
 def test_non_native_scale_resamples() -> None:
     frames = _clip(2, h=9, w=11)
     for scale, size in [(2.0, (18, 22)), (3.0, (27, 33)), (1.5, (14, 16))]:
-        r = ChunkRestorer(Identity4(), height=9, width=11, device=torch.device("cpu"), out_scale=scale)
+        r = _restorer(Identity4(), height=9, width=11, scale=scale)
         assert r.restore(frames, 0, 2)[0].shape == (*size, 3)
+
+
+def test_plan_restore_decides_every_size_once() -> None:
+    cpu = torch.device("cpu")
+    calls: list[int] = []
+
+    def measure(chunk: int) -> float:
+        calls.append(chunk)
+        return 1000.0
+
+    traits = model_traits(ToySequence(radius=2))
+    budget = 2 * 1000 * 64 * 64  # half of it, for one pass, holds a 64 px square
+    plan = plan_restore(
+        traits, height=9, width=11, options=RestoreOptions(scale=3.0), device=cpu, memory_budget=budget,
+        bytes_per_pixel=measure,
+    )  # fmt: skip
+    assert calls == [plan.chunk], "the memory probe runs once, for the chunk the plan settled on"
+    assert (plan.out_height, plan.out_width) == (28, 34)  # 27x33 rounded up to even sides for 4:2:0
+    assert (plan.chunk, plan.overlap, plan.pad, plan.exact, plan.tile) == (32, 2, 0, True, 0)
+    frames = _clip(2, h=9, w=11)
+    assert ChunkRestorer(Identity4(), plan).restore(frames, 0, 2)[0].shape == (28, 34, 3)
+
+    big = plan_restore(
+        traits, height=400, width=300, options=RestoreOptions(overlap=1), device=cpu, memory_budget=budget,
+        bytes_per_pixel=measure,
+    )  # fmt: skip
+    assert big.tile == 64 and not big.exact and "below the model's temporal radius" in big.warnings[0]
+    assert big.chunk < 32, "the default chunk shrinks until its float outputs fit half the budget"
+    fixed = plan_restore(traits, height=9, width=11, options=RestoreOptions(tile=32), device=cpu,
+                         memory_budget=budget, bytes_per_pixel=measure)  # fmt: skip
+    assert fixed.tile == 32 and len(calls) == 2, "a given --tile needs no measurement"
 
 
 def test_bf16_runs_close_to_fp32() -> None:
     frames = _clip(4)
-    fp32 = ChunkRestorer(ToySequence(), height=12, width=10, device=torch.device("cpu"))
-    bf16 = ChunkRestorer(ToySequence(), height=12, width=10, device=torch.device("cpu"), dtype=torch.bfloat16)
+    fp32 = _restorer(ToySequence(), height=12, width=10)
+    bf16 = _restorer(ToySequence(), height=12, width=10, dtype=torch.bfloat16)
     a, b = fp32.restore(frames, 0, 4), bf16.restore(frames, 0, 4)
     assert max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True)) <= 4
 
@@ -347,12 +327,12 @@ def test_uint16_round_trip_keeps_depth() -> None:
     frames = _clip(2, dtype=np.uint16)
     x = frames_to_tensor(frames, torch.device("cpu"))
     assert x.shape == (1, 3, 2, 12, 10) and float(x.max()) <= 1.0
-    out = ChunkRestorer(Identity4(), height=12, width=10, device=torch.device("cpu")).restore(frames, 0, 2)
+    out = _restorer(Identity4(), height=12, width=10).restore(frames, 0, 2)
     np.testing.assert_array_equal(out[1][::4, ::4], frames[1])
 
 
 def test_wrong_frame_size_is_an_input_error() -> None:
-    r = ChunkRestorer(Identity4(), height=12, width=10, device=torch.device("cpu"))
+    r = _restorer(Identity4(), height=12, width=10)
     with pytest.raises(InputShapeError):
         r.restore(_clip(1, h=10, w=12), 0, 1)
 
@@ -435,7 +415,7 @@ def _preset(name: str) -> nn.Module:
 def test_fmanet_v1_chunks_equal_one_window_at_a_time() -> None:
     model = _preset("fmanet-small-a")
     frames = _clip(4, h=12, w=12, seed=3)
-    restorer = ChunkRestorer(model, height=12, width=12, device=torch.device("cpu"))
+    restorer = _restorer(model, height=12, width=12)
     half = model.num_seq // 2
     stitched = _stitch(restorer, frames, plan_chunks(4, chunk=4, overlap=half, pad=half))
     padded = [frames[0]] * half + frames + [frames[-1]] * half
@@ -451,7 +431,7 @@ def test_fmanetpp_chunks_equal_whole_sequence() -> None:
     radius = model.temporal_radius
     n = 2 * radius + 6
     frames = _clip(n, h=12, w=12, seed=4)
-    restorer = ChunkRestorer(model, height=12, width=12, device=torch.device("cpu"))
+    restorer = _restorer(model, height=12, width=12)
     whole = restorer.restore(frames, 0, n)
     chunks = plan_chunks(n, chunk=2 * radius + 3, overlap=radius)
     assert len(chunks) > 1
@@ -466,9 +446,8 @@ def test_real_presets_bf16_close_to_fp32(name: str) -> None:
     frames = _clip(5, h=12, w=12, seed=5)
     offset = model.num_seq // 2 if model.temporal_mode == "window" else 0
     count = len(frames) - 2 * offset
-    cpu = torch.device("cpu")
-    fp32 = ChunkRestorer(model, height=12, width=12, device=cpu).restore(frames, offset, count)
-    bf16 = ChunkRestorer(model, height=12, width=12, device=cpu, dtype=torch.bfloat16)
+    fp32 = _restorer(model, height=12, width=12).restore(frames, offset, count)
+    bf16 = _restorer(model, height=12, width=12, dtype=torch.bfloat16)
     low = bf16.restore(frames, offset, count)
     assert max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(fp32, low, strict=True)) <= 4
 
@@ -496,15 +475,14 @@ def test_mirror_ensemble_cancels_what_is_not_mirror_symmetric() -> None:
         2: 0.5 * up + 0.125 + 0.5 * ramp_h,
         4: 0.5 * up + 0.25,
     }
-    cpu = torch.device("cpu")
     for passes, want in expected.items():
-        r = ChunkRestorer(Lopsided(), height=12, width=16, device=cpu, ensemble=passes)
+        r = _restorer(Lopsided(), height=12, width=16, ensemble=passes)
         got = np.stack(r.restore(frames, 0, 3)).astype(np.float64)
         assert np.abs(got - np.round(np.clip(want, 0, 1) * 255)).max() <= 1, passes
     with pytest.raises(ConfigError, match="ensemble"):
-        ChunkRestorer(Lopsided(), height=12, width=16, device=cpu, ensemble=3)
+        RestoreOptions(ensemble=3)
     # with tiles: each tile is mirrored on its own, so a mirror-symmetric model still gives its own output
-    tiled = ChunkRestorer(Identity4(), height=12, width=16, device=cpu, ensemble=4, tile=8, tile_overlap=2)
+    tiled = _restorer(Identity4(), height=12, width=16, ensemble=4, tile=8, tile_overlap=2)
     assert all(
         np.array_equal(a, b)
         for a, b in zip(

@@ -30,7 +30,7 @@ from media import (
     truncated_clip,
     vfr_clip,
 )
-from test_pipeline import Identity4, ToySequence, ToyWindow
+from toy_models import Identity4, ToySequence, ToyWindow
 
 from fmanetpp_cli.cli.app import main
 from fmanetpp_cli.pipeline import RestoreOptions, restore_video

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from media import make_clip, pattern
 
 from fmanetpp_cli.errors import ConfigError, InputShapeError, OutputExistsError
 from fmanetpp_cli.synth import DegradeOptions, MotionRange, Trajectory, camera_motion_clip, degrade
@@ -23,6 +24,7 @@ from fmanetpp_cli.synth.interp import forward_flows, pixel_grid, sample_moving
 from fmanetpp_cli.synth.io import encode_png, read_frames, read_image, write_frame_folder, write_png
 from fmanetpp_cli.synth.motion import _affine, render
 from fmanetpp_cli.synth.noise import add_gaussian_noise, degrade_lr, h264_roundtrip
+from fmanetpp_cli.video import VideoReader
 
 
 def textured(h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -203,6 +205,27 @@ def test_png_round_trip(tmp_path) -> None:
     assert encode_png(img).startswith(b"\x89PNG")
     write_png(tmp_path / "a.png", img)
     assert np.array_equal(read_image(tmp_path / "a.png"), img)
+
+
+@pytest.mark.parametrize("matrix", [1, 6], ids=["bt709", "bt601"])
+def test_frame_reader_decodes_as_the_video_reader(tmp_path, matrix: int) -> None:
+    """eval/ and train/ read through ``read_frames``: same colours as the restore pipeline's reader."""
+    color = {
+        "colorspace": matrix,
+        "color_primaries": matrix,
+        "color_trc": 1 if matrix == 1 else 6,
+        "color_range": 1,
+    }
+    clip = make_clip(tmp_path / f"m{matrix}.mp4", frames=4, width=72, height=40, color=color)
+    frames = read_frames(clip)
+    with VideoReader(clip) as reader:
+        expected = [f.image for f in reader]
+    assert len(frames) == len(expected) == 4
+    for got, want in zip(frames, expected, strict=True):
+        assert got.dtype == np.uint8 and np.array_equal(got, want)
+    source = pattern(0, 40, 72).astype(float)
+    assert np.abs(frames[0].astype(float) - source).mean() < 1.5  # and those colours are the source's
+    assert [f.shape for f in read_frames(clip, start=1, count=2)] == [(40, 72, 3)] * 2
 
 
 def test_degrade_camera_writes_pairs_sidecar_and_flow(tmp_path) -> None:

@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file as load_safetensors_file
 
 from fmanetpp_cli.checkpoints.remap import canonicalize
@@ -227,20 +226,6 @@ def load_torch_checkpoint(data: bytes, source: str) -> Any:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:200]
-
-
-def read_checkpoint_bytes(data: bytes, source: str) -> Any:
-    """Load a weights file held in memory: safetensors if it looks like one, else a safe torch pickle.
-
-    Returns:
-        A flat ``{name: tensor}`` dict for safetensors, the loaded object for torch pickles.
-    """
-    if is_safetensors(data[:9]):
-        try:
-            return load_safetensors_bytes(data)
-        except (SafetensorError, ValueError, OSError) as e:
-            raise CheckpointError(f"{source}: corrupt safetensors file ({_first_line(e)})") from e
-    return load_torch_checkpoint(data, source)
 
 
 def sniff_weights_file(path: str | os.PathLike[str]) -> tuple[Path, bool]:

@@ -38,8 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from fmanetpp_cli.errors import WeightsNotFoundError
-
 WEIGHTS_DIR_ENV = "FMANETPP_WEIGHTS_DIR"
 
 # Name of the model used when neither --model nor --weights is given.
@@ -152,19 +150,6 @@ _ENTRIES: tuple[WeightSpec, ...] = (
 )
 
 ZOO: MappingProxyType[str, WeightSpec] = MappingProxyType({spec.name: spec for spec in _ENTRIES})
-
-
-def get_spec(name: str) -> WeightSpec:
-    """Return the zoo entry called ``name``.
-
-    Raises:
-        WeightsNotFoundError: no such entry (the message lists the known names).
-    """
-    try:
-        return ZOO[name]
-    except KeyError:
-        known = ", ".join(sorted(ZOO))
-        raise WeightsNotFoundError(f"unknown model {name!r}; known models: {known}") from None
 
 
 def list_specs(include_unlisted: bool = False) -> list[WeightSpec]:

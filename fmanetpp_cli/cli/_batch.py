@@ -8,6 +8,7 @@ skipped / failed and why). It returns the documented exit status: 0 when no file
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -41,7 +42,10 @@ _STYLE = {OK: "green", SKIPPED: "yellow", FAILED: "bold red"}
 
 
 class _BatchBars:
-    """Three rich bars on stderr: files, frames over all files, and the current file's frames."""
+    """Three rich bars on stderr: files, frames over all files, and the current file's frames.
+
+    They appear with the folder's plan, after the checks and the model's loading.
+    """
 
     def __init__(self) -> None:
         self.progress = Progress(
@@ -63,11 +67,11 @@ class _BatchBars:
         self._file_done = 0
 
     def __enter__(self) -> _BatchBars:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.progress.live.is_started:
+            self.progress.stop()
 
     def callbacks(self) -> BatchCallbacks:
         return BatchCallbacks(
@@ -76,6 +80,7 @@ class _BatchBars:
 
     def on_plan(self, tasks: list[BatchTask]) -> None:
         # Files with an unknown (or unreadable) frame count add 0 here; the total grows if they have frames.
+        self.progress.start()  # once the plan is made (the model is loaded by then)
         known = [t.frames for t in tasks if t.problem is None and t.frames]
         self._frames_total = sum(known) if known else None
         self.progress.update(self.files, total=len(tasks))
@@ -140,7 +145,7 @@ def restore_directory(
     in_dir: Path,
     out_dir: Path,
     options: RestoreOptions,
-    model: nn.Module,
+    model: nn.Module | Callable[[], nn.Module],
     *,
     glob: str | None = None,
     skip_existing: bool = False,
@@ -149,7 +154,10 @@ def restore_directory(
     quiet: bool = False,
     as_json: bool = False,
 ) -> int:
-    """Restore a folder with progress and a closing table; return the exit status (0 ok, 1 some failed)."""
+    """Restore a folder with progress and a closing table; return the exit status (0 ok, 1 some failed).
+
+    ``model`` may be a function that loads it: the library calls it once the folders are checked.
+    """
     kwargs = {
         "glob": glob,
         "skip_existing": skip_existing,

@@ -1,8 +1,9 @@
 """`fmanetpp restore IN OUT`: restore a video (x4 super-resolution and deblurring), streaming.
 
 The command parses its flags into ``RestoreOptions``, resolves and loads the weights once, and calls
-``restore_one`` (also used by folder processing, one call per file with the same loaded model), which wraps
-the one library call ``pipeline.restore_video`` with a progress bar and a closing summary.
+``restore_one``, which wraps the one library call ``pipeline.restore_video`` with a progress bar and a
+closing summary. When INPUT is a folder it calls ``cli._batch.restore_directory`` instead, which runs the
+library's ``pipeline.batch.restore_folder`` with the same loaded model for every file.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch import nn
 from fmanetpp_cli.cli._console import err, out
 from fmanetpp_cli.errors import ConfigError
 from fmanetpp_cli.pipeline import RestoreOptions, RestoreReport, default_compare_path, restore_video
-from fmanetpp_cli.video import EncodeOptions, probe
+from fmanetpp_cli.video import EncodeOptions, VideoInfo, probe
 
 _TIME_RE = re.compile(r"^(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?)$")
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d*)?)\s*([KMGT]?)i?B?$", re.IGNORECASE)
@@ -171,16 +172,17 @@ def restore_one(
     *,
     quiet: bool = False,
     as_json: bool = False,
+    info: VideoInfo | None = None,
 ) -> RestoreReport:
     """Restore one file with an already loaded model, showing progress and the summary.
 
-    Folder (batch) processing calls this once per file with the same model.
+    ``info`` is the input's probe when the caller has it (passed on, so the file is probed once).
     """
     if quiet:
-        report = restore_video(input, output, options, model)
+        report = restore_video(input, output, options, model, info=info)
     else:
         with _ProgressBar(input.name) as bar:
-            report = restore_video(input, output, options, model, on_progress=bar)
+            report = restore_video(input, output, options, model, on_progress=bar, info=info)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     elif not quiet:
@@ -379,24 +381,23 @@ def restore_command(
         overwrite=overwrite,
         encode=EncodeOptions(codec=codec, crf=crf, preset=preset),
     )
+
+    def load() -> nn.Module:
+        return load_model(resolve_weights(model, weights, offline=offline or None), device="cpu")
+
     if input.is_dir():
         from fmanetpp_cli.cli._batch import restore_directory
-        from fmanetpp_cli.pipeline.batch import validate_folder_run
 
-        validate_folder_run(
-            input, output, options, skip_existing=skip_existing, report_path=report, extension=ext
-        )
-        network = load_model(resolve_weights(model, weights, offline=offline or None), device="cpu")
+        # The library checks the folders and options before it calls load().
         code = restore_directory(
-            input, output, options, network, glob=glob, skip_existing=skip_existing, extension=ext,
+            input, output, options, load, glob=glob, skip_existing=skip_existing, extension=ext,
             report_path=report, quiet=quiet, as_json=as_json,
         )  # fmt: skip
         raise typer.Exit(code)
     if glob is not None or skip_existing or report is not None or ext is not None:
         raise ConfigError("--glob, --skip-existing, --report and --ext apply only when INPUT is a folder")
-    probe(input)  # a bad input fails here, before any weights are fetched or loaded
-    network = load_model(resolve_weights(model, weights, offline=offline or None), device="cpu")
-    restore_one(input, output, options, network, quiet=quiet, as_json=as_json)
+    info = probe(input)  # a bad input fails here, before any weights are fetched or loaded
+    restore_one(input, output, options, load(), quiet=quiet, as_json=as_json, info=info)
 
 
 def register(app: typer.Typer) -> None:

@@ -37,6 +37,7 @@ from torch import nn
 from fmanetpp_cli.errors import ConfigError, FMANetError, VideoOpenError
 from fmanetpp_cli.pipeline.options import RestoreOptions
 from fmanetpp_cli.pipeline.runner import ProgressFn, RestoreReport, restore_video
+from fmanetpp_cli.video import VideoInfo
 
 _logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class BatchTask:
         output: the planned output file (inside ``out_dir``).
         frames: frames the container declares, when known (for the overall progress bar).
         problem: why the file will not be restored (unsafe output, name collision), or None.
+        info: the file's probe, when it succeeded (handed to the restore, which need not probe again).
     """
 
     input: Path
@@ -70,6 +72,7 @@ class BatchTask:
     output: Path
     frames: int | None = None
     problem: str | None = None
+    info: VideoInfo | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -253,8 +256,11 @@ def validate_folder_run(
     skip_existing: bool = False,
     report_path: Path | None = None,
     extension: str | None = None,
-) -> None:
-    """The checks :func:`restore_folder` makes before touching a file (cheap: run it before loading weights).
+) -> tuple[Path, Path, str | None]:
+    """The checks :func:`restore_folder` makes before touching a file or loading a model.
+
+    Returns:
+        The resolved input and output folders, and the normalised extension.
 
     Raises:
         VideoOpenError / ConfigError: as :func:`check_folders`, plus ``compare`` set, ``skip_existing`` with
@@ -264,8 +270,9 @@ def validate_folder_run(
         raise ConfigError("--compare is for single files; it is not available when restoring a folder")
     if skip_existing and options.overwrite:
         raise ConfigError("--skip-existing and --overwrite contradict each other; choose one")
-    _normalise_extension(extension)
-    check_folders(in_dir, out_dir, report_path)
+    ext = _normalise_extension(extension)
+    src, dst = check_folders(in_dir, out_dir, report_path)
+    return src, dst, ext
 
 
 def plan_folder(
@@ -277,10 +284,22 @@ def plan_folder(
     probe_frames: bool = True,
 ) -> list[BatchTask]:
     """Every file to process and its output, with unsafe or colliding outputs marked as problems."""
+    src, dst = check_folders(in_dir, out_dir)
+    return _plan_tasks(in_dir, out_dir, src, dst, glob, _normalise_extension(extension), probe_frames)
+
+
+def _plan_tasks(
+    in_dir: Path,
+    out_dir: Path,
+    src: Path,
+    dst: Path,
+    glob: str | None,
+    ext: str | None,
+    probe_frames: bool,
+) -> list[BatchTask]:
+    """:func:`plan_folder` on checked folders (``src``, ``dst``: resolved) and a normalised ``ext``."""
     from fmanetpp_cli.video import probe
 
-    src, dst = check_folders(in_dir, out_dir)
-    ext = _normalise_extension(extension)
     tasks: list[BatchTask] = []
     claimed: dict[Path, Path] = {}
     for path in find_videos(in_dir, glob):
@@ -296,13 +315,14 @@ def plan_folder(
             problem = f"output {output} is also the output of {claimed[target]}"
         else:
             claimed[target] = path
-        frames = None
+        info = None
         if probe_frames and problem is None:
             try:
-                frames = probe(path).expected_frames
+                info = probe(path)
             except (FMANetError, OSError):
-                frames = None  # the restore reports the problem with the file itself
-        tasks.append(BatchTask(path, rel, output, frames, problem))
+                info = None  # the restore probes again and reports the problem with the file itself
+        frames = info.expected_frames if info is not None else None
+        tasks.append(BatchTask(path, rel, output, frames, problem, info))
     return tasks
 
 
@@ -331,7 +351,7 @@ def restore_folder(
     in_dir: str | Path,
     out_dir: str | Path,
     options: RestoreOptions | None = None,
-    model: nn.Module | None = None,
+    model: nn.Module | Callable[[], nn.Module] | None = None,
     *,
     glob: str | None = None,
     skip_existing: bool = False,
@@ -346,7 +366,8 @@ def restore_folder(
         out_dir: the output folder (created when missing; must not be or lie inside ``in_dir``).
         options: runtime options for every file (``overwrite`` replaces existing outputs); ``compare``
             must be None (side-by-side videos are a single-file feature).
-        model: the loaded network, used for every file.
+        model: the loaded network, used for every file, or a function that loads it (called once, after
+            the folders and options are checked, so that a bad argument fails before any weights load).
         glob: only files whose relative path matches (see :func:`find_videos`); default: video extensions.
         skip_existing: an existing output is skipped (continue an interrupted run) instead of failing.
         extension: output extension for every file (default: see :func:`output_for`).
@@ -365,12 +386,13 @@ def restore_folder(
     opts = options if options is not None else RestoreOptions()
     in_path, out_path = Path(in_dir), Path(out_dir)
     report_file = Path(report_path) if report_path is not None else None
-    validate_folder_run(
+    src, dst, ext = validate_folder_run(
         in_path, out_path, opts, skip_existing=skip_existing, report_path=report_file, extension=extension
     )
+    network = model if isinstance(model, nn.Module) else model()
     hooks = callbacks or BatchCallbacks()
     started = time.perf_counter()
-    tasks = plan_folder(in_path, out_path, glob=glob, extension=extension)
+    tasks = _plan_tasks(in_path, out_path, src, dst, glob, ext, probe_frames=True)
     if hooks.on_plan is not None:
         hooks.on_plan(tasks)
     items: list[BatchItem] = []
@@ -381,7 +403,7 @@ def restore_folder(
     for index, task in enumerate(tasks):
         if hooks.on_file is not None:
             hooks.on_file(task, index)
-        item = _process(task, opts, model, skip_existing, hooks.on_progress)
+        item = _process(task, opts, network, skip_existing, hooks.on_progress)
         items.append(item)
         _logger.info("%s: %s %s", task.relative, item.status, item.reason)
         if hooks.on_result is not None:
@@ -411,7 +433,9 @@ def _process(
     started = time.perf_counter()
     try:
         task.output.parent.mkdir(parents=True, exist_ok=True)
-        report = restore_video(task.input, task.output, options, model, on_progress=on_progress)
+        report = restore_video(
+            task.input, task.output, options, model, on_progress=on_progress, info=task.info
+        )
     except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch; the reason is kept
         _logger.debug("%s failed", task.input, exc_info=True)
         return replace(base, reason=_one_line(e), seconds=time.perf_counter() - started)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 
 import torch
@@ -11,6 +12,8 @@ import torch
 from fmanetpp_cli.errors import ConfigError
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = tuple(_DTYPES)
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 # Share of the free memory one model pass may take by default: the rest holds the chunk buffer, the
 # decoder, the encoder and whatever else runs on the machine.
@@ -21,36 +24,64 @@ BUDGET_SHARE = 0.5
 CPU_BUDGET_CAP = 16 << 30
 
 
-def select_device(spec: str = "auto") -> torch.device:
-    """Turn ``auto | cpu | cuda | cuda:N`` into a device that exists.
+def check_device_spec(spec: str) -> None:
+    """Refuse a device spec that is not ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (the edge check).
+
+    Raises:
+        ConfigError: any other spelling.
+    """
+    if not _DEVICE_RE.match(spec):
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {spec!r}")
+
+
+def check_precision_spec(precision: str, device_spec: str) -> None:
+    """Refuse an unknown precision, and fp16 when the device spec says CPU (the edge check).
+
+    Raises:
+        ConfigError: unknown precision, or fp16 with ``device_spec == "cpu"``.
+    """
+    if precision not in _DTYPES:
+        raise ConfigError(f"--precision must be one of {', '.join(_DTYPES)}, got {precision!r}")
+    _check_fp16(precision, device_spec)
+
+
+def _check_fp16(precision: str, device_type: str) -> None:
+    if precision == "fp16" and device_type == "cpu":
+        raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+
+
+def select_device(spec: str = "auto", *, auto_index: int | None = None) -> torch.device:
+    """Turn a checked spec (``check_device_spec``: ``auto | cpu | cuda | cuda:N``) into a device that exists.
+
+    Args:
+        spec: the device spec.
+        auto_index: the CUDA device ``auto`` picks (training under torchrun: the local rank); None = the
+            current CUDA device.
 
     Raises:
         ConfigError: CUDA was asked for but is not available, or the index is out of range.
     """
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda") if auto_index is None else torch.device("cuda", auto_index)
     if spec == "cpu":
         return torch.device("cpu")
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {spec}: CUDA is not available on this machine (use cpu or auto)")
-        index = int(spec.split(":", 1)[1]) if ":" in spec else 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
-        return torch.device("cuda", index)
-    raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {spec!r}")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {spec}: CUDA is not available on this machine (use cpu or auto)")
+    index = int(spec.split(":", 1)[1]) if ":" in spec else 0
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+    return torch.device("cuda", index)
 
 
 def check_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The compute dtype for ``precision`` on ``device``.
+    """The compute dtype for a checked ``precision`` (``check_precision_spec``) on the chosen ``device``.
 
     Raises:
-        ConfigError: unknown precision, or fp16 off CUDA (CPU kernels for fp16 are slow or missing).
+        ConfigError: fp16 off CUDA (``auto`` chose the CPU; CPU kernels for fp16 are slow or missing).
     """
-    if precision not in _DTYPES:
-        raise ConfigError(f"--precision must be one of {', '.join(_DTYPES)}, got {precision!r}")
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    _check_fp16(precision, device.type)
     return _DTYPES[precision]
 
 

@@ -28,16 +28,11 @@ def mirror_ensemble(run: Callable[[Tensor], Tensor], x: Tensor, passes: int) -> 
     Args:
         run: the model call; its output's last two axes are the (scaled) spatial axes of its input's.
         x: the input, spatial axes last (e.g. ``[1, 3, T, h, w]``).
-        passes: 1, 2 or 4 (see :data:`MIRRORS`).
+        passes: 1, 2 or 4, a key of :data:`MIRRORS` (``RestoreOptions`` checks ``--ensemble`` against it).
 
     Returns:
         ``run(x)``'s shape, e.g. ``[T, 3, s*h, s*w]``.
-
-    Raises:
-        ValueError: ``passes`` is not 1, 2 or 4.
     """
-    if passes not in MIRRORS:
-        raise ValueError(f"self-ensemble passes must be 1, 2 or 4, got {passes}")
     total: Tensor | None = None
     for axes in MIRRORS[passes]:
         y = run(x.flip(axes)) if axes else run(x)

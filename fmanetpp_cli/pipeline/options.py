@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fmanetpp_cli.errors import ConfigError
+from fmanetpp_cli.pipeline.device import check_device_spec, check_precision_spec
 from fmanetpp_cli.pipeline.ensemble import MIRRORS
-
-PRECISIONS = ("fp32", "bf16", "fp16")
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -22,7 +19,7 @@ class RestoreOptions:
         scale: output size over input size. 4 is the models' native factor; any other value resamples the
             x4 result with an antialiased bicubic filter (output size rounded to whole pixels).
         chunk: input frames per model pass (padding included); None picks the measured default of the
-            model kind (``DEFAULT_CHUNK`` in ``runner.py``).
+            model kind (``DEFAULT_CHUNK`` in ``plan.py``).
         overlap: context frames shared by neighbouring chunks on each side; None uses the model's
             ``temporal_radius``, which makes chunked output equal to one pass over the whole clip. Smaller
             values trade exactness for speed (reported in ``RestoreReport.exact_stitching``).
@@ -76,16 +73,12 @@ class RestoreOptions:
             )
         if self.memory_budget is not None and self.memory_budget <= 0:
             raise ConfigError(f"memory budget must be positive, got {self.memory_budget}")
-        if not _DEVICE_RE.match(self.device):
-            raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_device_spec(self.device)
+        check_precision_spec(self.precision, self.device)
         if self.ensemble not in MIRRORS:
             raise ConfigError(
                 f"--ensemble must be one of {', '.join(map(str, MIRRORS))}, got {self.ensemble}"
             )
-        if self.precision == "fp16" and self.device == "cpu":
-            raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
         if not 0 < self.scene_threshold <= 1:
             raise ConfigError(f"scene threshold must be in (0, 1], got {self.scene_threshold}")
         if self.start is not None and self.start < 0:

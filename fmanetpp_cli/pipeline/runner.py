@@ -29,21 +29,30 @@ from torch import nn
 
 from fmanetpp_cli.errors import UnsupportedVideoError
 from fmanetpp_cli.pipeline.device import check_precision, default_memory_budget, select_device
-from fmanetpp_cli.pipeline.engine import ChunkRestorer, frames_to_tensor, model_traits, tensor_to_frames
+from fmanetpp_cli.pipeline.engine import (
+    ChunkRestorer,
+    frames_to_tensor,
+    measure_bytes_per_pixel,
+    tensor_to_frames,
+)
 from fmanetpp_cli.pipeline.options import RestoreOptions
+from fmanetpp_cli.pipeline.plan import model_traits, plan_restore
 from fmanetpp_cli.pipeline.scenes import SceneCutDetector
 from fmanetpp_cli.pipeline.windows import Chunk, ChunkPlanner
-from fmanetpp_cli.video import EncodeOptions, Frame, VideoInfo, VideoReader, VideoWriter, WriteResult, probe
+from fmanetpp_cli.video import (
+    EncodeOptions,
+    Frame,
+    VideoInfo,
+    VideoReader,
+    VideoWriter,
+    WriteResult,
+    check_output,
+    probe,
+)
 
 _logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int | None], None]
-
-# Input frames per model pass when --chunk is not given, per temporal mode; measured with
-# benchmarks/bench_restore.py (docs/benchmarks.md, "restore"). Bigger is faster on both kinds (window models
-# batch their windows; sequence models recompute 2 x temporal_radius context frames per pass); memory is
-# kept in check by fit_chunk() and the automatic tile size.
-DEFAULT_CHUNK = {"window": 10, "sequence": 32}
 
 
 @dataclass(frozen=True)
@@ -122,36 +131,6 @@ def _expected_total(info: VideoInfo, start: float | None, end: float | None) -> 
     return max(0, round((stop - (start or 0.0)) * float(info.fps)))
 
 
-def plan_parameters(model: nn.Module, options: RestoreOptions) -> tuple[int, int, int, bool]:
-    """(chunk, overlap, pad, exact) for a model and the options.
-
-    Window models always take ``num_seq // 2`` frames of context and end padding (a window needs exactly
-    that); sequence models take ``--overlap`` (default: their temporal radius) and no padding, since the
-    network handles its own sequence ends.
-    """
-    traits = model_traits(model)
-    mode = traits.temporal_mode
-    radius = traits.temporal_radius
-    if mode == "window":
-        half = traits.num_seq // 2
-        overlap, pad = half, half
-    else:
-        overlap = radius if options.overlap is None else options.overlap
-        pad = 0
-    chunk = options.chunk if options.chunk is not None else max(DEFAULT_CHUNK[mode], 4 * overlap + 1)
-    return chunk, overlap, pad, overlap >= radius
-
-
-def fit_chunk(chunk: int, overlap: int, frame_bytes: int, budget: int) -> int:
-    """Shrink a default chunk until the float outputs it keeps fit ``budget`` (never below one output).
-
-    At x4 an output frame is 16 times the input's pixels in float32 (a 1080p frame: 400 MB), so the
-    outputs of a chunk, not the model's activations, can dominate memory on large frames.
-    """
-    keep = max(1, budget // max(frame_bytes, 1))
-    return max(2 * overlap + 1, min(chunk, keep + 2 * overlap))
-
-
 class _EncodeThread:
     """Runs the encoding jobs on one worker thread, in order, so the model does not wait for the encoder.
 
@@ -227,6 +206,8 @@ def restore_video(
     options: RestoreOptions | None = None,
     model: nn.Module | None = None,
     on_progress: ProgressFn | None = None,
+    *,
+    info: VideoInfo | None = None,
 ) -> RestoreReport:
     """Restore a video file with a loaded model, streaming, and write the result atomically.
 
@@ -238,6 +219,7 @@ def restore_video(
             moved to the chosen device. Required.
         on_progress: called as ``on_progress(done, total)`` after each written frame; ``total`` is None
             when the container does not say how many frames to expect.
+        info: ``probe(input)`` when the caller already has it (it is not probed again).
 
     Returns:
         The ``RestoreReport``.
@@ -254,37 +236,28 @@ def restore_video(
     input_path, output_path = Path(input), Path(output)
     device = select_device(opts.device)
     dtype = check_precision(opts.precision, device)
-    chunk_len, overlap, pad, exact = plan_parameters(model, opts)
-    info = probe(input_path)
+    traits = model_traits(model)
+    model.to(device).eval()  # before the memory probe, as the engine runs it
+    info = info if info is not None else probe(input_path)
     encode = opts.encode if opts.encode is not None else EncodeOptions()
-    restorer = ChunkRestorer(
-        model,
+    for path in (output_path, opts.compare):
+        if path is not None:
+            # An existing output fails fast, before the memory probe runs the model.
+            check_output(path, input_path, overwrite=opts.overwrite)
+    plan = plan_restore(
+        traits,
         height=info.height,
         width=info.width,
+        options=opts,
         device=device,
         dtype=dtype,
-        out_scale=opts.scale,
-        tile=opts.tile or 0,
-        tile_overlap=opts.tile_overlap,
-        ensemble=opts.ensemble,
+        memory_budget=opts.memory_budget or default_memory_budget(device),
+        bytes_per_pixel=functools.partial(measure_bytes_per_pixel, model, device=device, dtype=dtype),
     )
-    warnings: list[str] = []
-    if restorer.window and opts.overlap is not None and opts.overlap != overlap:
-        warnings.append(f"--overlap is ignored by window models (they always use num_seq // 2 = {overlap})")
-    if not exact:
-        warnings.append(
-            f"--overlap {overlap} is below the model's temporal radius {restorer.traits.temporal_radius}: "
-            "chunk seams differ slightly from a single pass"
-        )
-    budget = opts.memory_budget or default_memory_budget(device)
-    if opts.chunk is None:
-        chunk_len = fit_chunk(chunk_len, overlap, restorer.output_frame_bytes(), budget // 2)
-    planner = ChunkPlanner(chunk=chunk_len, overlap=overlap, pad=pad)
-    out_h, out_w = restorer.output_size()
-    if opts.scale != restorer.scale:
-        # 4:2:0 encoders need even sizes; the native x4 output always has them.
-        out_h, out_w = out_h + out_h % 2, out_w + out_w % 2
-        restorer.out_height, restorer.out_width = out_h, out_w
+    restorer = ChunkRestorer(model, plan)
+    warnings = list(plan.warnings)
+    planner = ChunkPlanner(chunk=plan.chunk, overlap=plan.overlap, pad=plan.pad)
+    out_h, out_w = plan.out_height, plan.out_width
 
     detector = SceneCutDetector(opts.scene_threshold) if opts.scene_detect else None
     total = _expected_total(info, opts.start, opts.end)
@@ -314,10 +287,6 @@ def restore_video(
         if opts.compare is not None:
             side = open_writer(opts.compare, 2 * out_w, out_h)
             compare = _CompareWriter(side, out_h, out_w, device)
-        if opts.tile is None:
-            # After the writers: an existing output fails fast, before the memory probe runs the model.
-            restorer.tile = restorer.choose_tile(chunk_len, budget // 2)
-
         encoder = stack.enter_context(_EncodeThread())  # exits before the writers (LIFO)
 
         def encode(source: np.ndarray, image: np.ndarray, pts: int) -> None:
@@ -375,9 +344,9 @@ def restore_video(
         scale=opts.scale,
         model_scale=restorer.scale,
         temporal_mode=restorer.traits.temporal_mode,
-        chunk=chunk_len,
-        overlap=overlap,
-        exact_stitching=exact,
+        chunk=plan.chunk,
+        overlap=plan.overlap,
+        exact_stitching=plan.exact,
         tile=restorer.tile,
         device=str(device),
         precision=opts.precision,

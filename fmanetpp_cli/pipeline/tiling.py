@@ -11,7 +11,8 @@
   device; ``auto_tile_size`` turns a per-pixel cost and a memory budget into a tile side.
 
 FMA-Net++'s channel attention is global over the frame, so tiles change its result slightly; large tiles
-with generous overlap keep the difference small (see ``docs/fmanetpp-paper.md``, section 4).
+with generous overlap keep the difference small (the specification, ``../shared/docs/fmanetpp-paper.md``,
+section 4 "Inference on a long video").
 """
 
 from __future__ import annotations

@@ -87,11 +87,6 @@ class ChunkPlanner:
         self._keep = 0  # virtual position of the next output to emit (segment-relative)
 
     @property
-    def frames_pushed(self) -> int:
-        """Number of frames registered so far."""
-        return self._count
-
-    @property
     def oldest_needed(self) -> int:
         """Smallest global frame index a future chunk can still read; older frames may be dropped."""
         if self._segment < 0:

@@ -1,8 +1,10 @@
 """Frame I/O for the degradation and evaluation tools: videos, frame folders and single images.
 
-Frames are numpy arrays ``[H, W, 3]`` RGB ``uint8``. Decoding goes through PyAV (FFmpeg reads PNG, JPEG
-and every common video container), so no imaging library is needed. PNG files are written by a small
-encoder here (zlib only) and always atomically: a temporary file beside the target, then a rename.
+Frames are numpy arrays ``[H, W, 3]`` RGB ``uint8``. Decoding goes through ``video.VideoReader`` (PyAV:
+FFmpeg reads PNG, JPEG and every common video container, and the reader applies each file's colour matrix
+and range), so there is one decoder in the package and no imaging library is needed. PNG files are
+written by a small encoder here (zlib only) and always atomically: a temporary file beside the target,
+then a rename.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmanetpp_cli.errors import VideoOpenError
+from fmanetpp_cli.errors import VideoError, VideoOpenError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -32,26 +34,30 @@ def list_frame_files(folder: Path) -> list[Path]:
 
 
 def _decode_all(path: Path, limit: int | None = None) -> Iterator[np.ndarray]:
-    import av
+    """Frames of a video or image file through ``video.VideoReader`` (its colour handling), as uint8.
 
+    Deeper sources (which the reader hands out on the 16-bit scale) are rounded to 8 bits.
+
+    Raises:
+        VideoOpenError: the file cannot be opened or decoded (the reader's error, as this module's type).
+    """
+    from fmanetpp_cli.video import VideoReader
+
+    count = 0
     try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as e:
-        raise VideoOpenError(f"{path}: cannot open ({e})") from e
-    with container:
-        if not container.streams.video:
-            raise VideoOpenError(f"{path}: no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        count = 0
-        try:
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
+        with VideoReader(path) as reader:
+            for frame in reader:
+                image = frame.image
+                if image.dtype == np.uint16:
+                    image = np.round(image / 257.0).astype(np.uint8)
+                yield image
                 count += 1
                 if limit is not None and count >= limit:
                     return
-        except av.error.FFmpegError as e:
-            raise VideoOpenError(f"{path}: decoding failed after {count} frames ({e})") from e
+    except VideoOpenError:
+        raise
+    except VideoError as e:
+        raise VideoOpenError(f"{e} (after {count} frames)" if count else str(e)) from e
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -96,21 +102,6 @@ def read_frames(
     if not frames:
         raise VideoOpenError(f"{p}: no frames decoded (from index {start})")
     return frames
-
-
-def video_fps(path: str | os.PathLike[str], default: float = 25.0) -> float:
-    """The average frame rate of a video file, or ``default`` for folders, images and unknown rates."""
-    p = Path(path)
-    if p.is_dir() or is_image(p):
-        return default
-    import av
-
-    try:
-        with av.open(str(p)) as c:
-            rate = c.streams.video[0].average_rate
-    except (av.error.FFmpegError, OSError, IndexError) as e:
-        raise VideoOpenError(f"{p}: cannot read the frame rate ({e})") from e
-    return float(rate) if rate else default
 
 
 def encode_png(image: np.ndarray) -> bytes:

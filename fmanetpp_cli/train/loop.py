@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from fmanetpp_cli.errors import ConfigError
 from fmanetpp_cli.models import create_model
 from fmanetpp_cli.models.fmanetpp import FMANetPP
+from fmanetpp_cli.pipeline.device import check_device_spec, select_device
 from fmanetpp_cli.train.config import STAGES, TrainConfig
 from fmanetpp_cli.train.data import SCALE, DegradedClips, batch_at, collate, load_sources
 from fmanetpp_cli.train.ema import WeightAverage
@@ -75,18 +76,6 @@ class TrainResult:
     steps: dict[str, int] = field(default_factory=dict)
     val: dict[str, dict[str, float]] = field(default_factory=dict)
     stopped_early: bool = False
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available (the local rank's GPU under torchrun), else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available")
-    return dev
 
 
 def lr_at(step: int, total: int, base: float, warmup: int, min_ratio: float) -> float:
@@ -256,7 +245,8 @@ def train(
     from fmanetpp_cli.checkpoints import save_model
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    device = resolve_device(cfg.device)
+    check_device_spec(cfg.device)
+    device = select_device(cfg.device, auto_index=int(os.environ.get("LOCAL_RANK", 0)))
     amp_dtype = autocast_dtype(cfg.precision, device)
     if distributed:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")

@@ -65,7 +65,7 @@ from __future__ import annotations
 from fmanetpp_cli.video.info import ChapterInfo, HdrMetadata, StreamSummary, VideoInfo, probe
 from fmanetpp_cli.video.options import CONTAINERS, EncodeOptions, choose_pix_fmt, container_for
 from fmanetpp_cli.video.reader import Frame, VideoReader
-from fmanetpp_cli.video.writer import VideoWriter, WriteResult
+from fmanetpp_cli.video.writer import VideoWriter, WriteResult, check_output
 
 __all__ = [
     "CONTAINERS",
@@ -78,6 +78,7 @@ __all__ = [
     "VideoReader",
     "VideoWriter",
     "WriteResult",
+    "check_output",
     "choose_pix_fmt",
     "container_for",
     "probe",

@@ -91,6 +91,29 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def check_output(output: PathLike, source: PathLike | None = None, *, overwrite: bool = False) -> None:
+    """The checks `VideoWriter` makes on its output path before encoding anything (cheap, no file made).
+
+    Raises:
+        OutputExistsError: ``output`` is the source, a folder, or exists and ``overwrite`` is False.
+        VideoWriteError: the output folder is missing or not writable.
+    """
+    out = Path(output)
+    if source is not None and _same_file(out, Path(source)):
+        raise OutputExistsError(
+            f"{out}: the output is the input file; choose another output path", overwritable=False
+        )
+    if out.is_dir():
+        raise OutputExistsError(f"{out}: is a folder; give a file name for the output", overwritable=False)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out}: output already exists")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise VideoWriteError(f"{folder}: output folder does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise VideoWriteError(f"{folder}: output folder is not writable")
+
+
 class VideoWriter:
     """Write restored frames to ``output``, copying audio, subtitles, metadata from ``source``.
 
@@ -144,7 +167,8 @@ class VideoWriter:
             info = probe(source)
         self.info = info
         self.source = Path(source) if source is not None else None
-        self._check_output(overwrite, self.source or (info.path if info is not None else None))
+        source_path = self.source or (info.path if info is not None else None)
+        check_output(self.output, source_path, overwrite=overwrite)
         self.width = int(width if width is not None else (info.width if info else 0))
         self.height = int(height if height is not None else (info.height if info else 0))
         if self.width <= 0 or self.height <= 0:
@@ -176,24 +200,6 @@ class VideoWriter:
             raise
 
     # -- setup -----------------------------------------------------------------------------------
-    def _check_output(self, overwrite: bool, source: Path | None) -> None:
-        out = self.output
-        if source is not None and _same_file(out, source):
-            raise OutputExistsError(
-                f"{out}: the output is the input file; choose another output path", overwritable=False
-            )
-        if out.is_dir():
-            raise OutputExistsError(
-                f"{out}: is a folder; give a file name for the output", overwritable=False
-            )
-        if out.exists() and not overwrite:
-            raise OutputExistsError(f"{out}: output already exists")
-        folder = out.parent if str(out.parent) else Path(".")
-        if not folder.is_dir():
-            raise VideoWriteError(f"{folder}: output folder does not exist")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise VideoWriteError(f"{folder}: output folder is not writable")
-
     def _open(self) -> None:
         opts = self.options
         info = self.info
