@@ -12,6 +12,7 @@ import torch
 from cli_run import run_cli
 from safetensors.torch import save_file
 
+from fmanetpp_cli._files import sha256_file
 from fmanetpp_cli.checkpoints import catalog, resolve, zoo
 from fmanetpp_cli.checkpoints.weights_file import build_metadata
 from fmanetpp_cli.errors import ChecksumError, ConfigError, WeightsNotFoundError
@@ -73,7 +74,7 @@ def test_default_resolves_to_the_bundled_file(weights_dir: Path, monkeypatch: py
     bundled = write_weights(weights_dir / spec.filename)  # found first: FMANETPP_WEIGHTS_DIR leads
     with pytest.raises(ChecksumError, match="update its sha256"):
         resolve.resolve_weights()  # not the pinned file
-    pinned = dataclasses.replace(spec, sha256=resolve.sha256_of(bundled))
+    pinned = dataclasses.replace(spec, sha256=sha256_file(bundled))
     monkeypatch.setattr(zoo, "ZOO", {**zoo.ZOO, spec.name: pinned})
     assert resolve.resolve_weights() == bundled
     assert resolve.resolve_weights(zoo.DEFAULT_MODEL) == bundled
@@ -118,7 +119,7 @@ def test_local_file_stem_resolves(weights_dir: Path) -> None:
 
 def test_zoo_sha256_is_checked_for_local_files(weights_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file = write_weights(weights_dir / "pinned.safetensors")
-    digest = resolve.sha256_of(file)
+    digest = sha256_file(file)
     good = zoo.WeightSpec(name="pinned", arch="fmanetpp", config="x", filename=file.name, sha256=digest)
     bad = zoo.WeightSpec(name="pinned", arch="fmanetpp", config="x", filename=file.name, sha256="0" * 64)
     monkeypatch.setattr(zoo, "ZOO", {"pinned": good})
@@ -200,4 +201,4 @@ def test_committed_files_match_their_zoo_entries(name: str) -> None:
     if spec.config in list_models():
         assert config_from_dict(info.arch, info.config) == MODEL_CONFIGS[spec.config]
     if spec.sha256 is not None:
-        assert resolve.sha256_of(path) == spec.sha256
+        assert sha256_file(path) == spec.sha256

@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
+from fmanetpp_cli._files import sha256_file
 from fmanetpp_cli.checkpoints.convert import ImportResult, import_official
-from fmanetpp_cli.checkpoints.io import read_state_dict, sha256_file
+from fmanetpp_cli.checkpoints.io import read_state_dict
 from fmanetpp_cli.checkpoints.weights_file import (
     WeightsInfo,
     load_model,

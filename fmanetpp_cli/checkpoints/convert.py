@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from fmanetpp_cli.checkpoints.io import load_torch_checkpoint, sha256_bytes, sha256_file
+from fmanetpp_cli._files import sha256_file
+from fmanetpp_cli.checkpoints.io import load_torch_checkpoint, sha256_bytes
 from fmanetpp_cli.checkpoints.remap import canonicalize, remap_official_fmanet
 from fmanetpp_cli.checkpoints.weights_file import load_state_dict_strict, save_model
 from fmanetpp_cli.errors import CheckpointError, ConfigError, OutputExistsError, WeightsNotFoundError

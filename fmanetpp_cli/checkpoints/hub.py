@@ -16,11 +16,11 @@ dropped connections), always naming the repository and the file.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 from pathlib import Path
 
+from fmanetpp_cli._files import sha256_file
 from fmanetpp_cli.errors import ChecksumError, HubError, WeightsNotFoundError
 
 _logger = logging.getLogger(__name__)
@@ -51,14 +51,6 @@ def cache_dir_from_env(cache_dir: str | Path | None = None) -> str | None:
     if os.environ.get("HF_HOME"):
         return str(Path(os.environ["HF_HOME"]).expanduser() / "hub")
     return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _describe(repo_id: str, filename: str, revision: str | None) -> str:
@@ -141,7 +133,7 @@ def evict(path: Path) -> None:
 
 def verify_sha256(path: Path, expected: str, *, what: str, evict_on_mismatch: bool) -> None:
     """Raise :class:`ChecksumError` (after evicting a cached file when asked) if ``path`` differs."""
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual == expected.lower():
         return
     if evict_on_mismatch:

@@ -7,19 +7,17 @@ plain containers and refuses every other global. When it refuses, the pickle opc
 never executed, with :mod:`pickletools`) to name the globals that blocked it, and
 :class:`~fmanetpp_cli.errors.UnsafeCheckpointError` is raised. There is no unsafe fallback.
 
-Also here: sha256 of files and an atomic-write helper (temp file beside the target, then ``os.replace``).
+Also here: sha256 of in-memory buffers (that of files, and atomic writes: ``fmanetpp_cli._files``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
 import pickle
 import pickletools
 import re
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -54,40 +52,9 @@ _NO_PUSH_OPS = frozenset({"MEMOIZE", "PROTO", "FRAME", "STOP", "POP", "POP_MARK"
 _MAX_PICKLES_PER_FILE = 8
 
 
-def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sha256_bytes(data: bytes) -> str:
     """Hex sha256 of an in-memory buffer."""
     return hashlib.sha256(data).hexdigest()
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
-
-    On any error the temporary file is removed and ``path`` is left as it was.
-    """
-    target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        # mkstemp creates the file 0600; give the result the permissions a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def is_safetensors(head: bytes) -> bool:

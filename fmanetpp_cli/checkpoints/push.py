@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fmanetpp_cli._files import sha256_file
 from fmanetpp_cli.checkpoints import hub
-from fmanetpp_cli.checkpoints.io import sha256_file
 from fmanetpp_cli.checkpoints.weights_file import WeightsInfo, read_weights_info
 from fmanetpp_cli.errors import ConfigError, HubError
 

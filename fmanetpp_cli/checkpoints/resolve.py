@@ -19,10 +19,10 @@ touches the network; a file missing from every local place then raises :class:`W
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
+from fmanetpp_cli._files import sha256_file
 from fmanetpp_cli.checkpoints import zoo
 from fmanetpp_cli.errors import ChecksumError, ConfigError, WeightsNotFoundError
 
@@ -34,15 +34,6 @@ _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 def looks_like_repo_id(text: str) -> bool:
     """Whether ``text`` reads as a Hub ``owner/name`` rather than a file path."""
     return bool(_REPO_ID.match(text)) and ".." not in text and not text.lower().endswith(_WEIGHT_SUFFIXES)
-
-
-def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _existing_file(text: str, what: str) -> Path:
@@ -59,7 +50,7 @@ def _local_zoo_file(spec: zoo.WeightSpec) -> Path | None:
     if path is None:
         return None
     if spec.sha256 is not None:
-        actual = sha256_of(path)
+        actual = sha256_file(path)
         if actual != spec.sha256.lower():
             raise ChecksumError(
                 f"{path}: sha256 {actual} differs from the {spec.name!r} entry's {spec.sha256}; "

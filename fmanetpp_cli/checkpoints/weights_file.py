@@ -22,7 +22,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from fmanetpp_cli.checkpoints.io import atomic_output, sniff_weights_file
+from fmanetpp_cli._files import atomic_output
+from fmanetpp_cli.checkpoints.io import sniff_weights_file
 from fmanetpp_cli.errors import CheckpointError, ConfigError, StateDictMismatchError
 from fmanetpp_cli.models import arch_of, build_model
 

@@ -12,20 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import MofNCompleteColumn, TaskID, TextColumn
 from rich.table import Table
 from rich.text import Text
 from torch import nn
 
-from fmanetpp_cli.cli._console import err, out
+from fmanetpp_cli.cli._console import err, out, progress_bars
 from fmanetpp_cli.pipeline import RestoreOptions
 from fmanetpp_cli.pipeline.batch import (
     FAILED,
@@ -48,17 +40,7 @@ class _BatchBars:
     """
 
     def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}", justify="left"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[unit]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=err,
-            transient=False,
-        )
+        self.progress = progress_bars(MofNCompleteColumn(), TextColumn("{task.fields[unit]}"))
         self.files: TaskID = self.progress.add_task("files", total=None, unit="files")
         self.frames: TaskID = self.progress.add_task("frames", total=None, unit="frames")
         self.current: TaskID = self.progress.add_task("-", total=None, unit="frames")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from fmanetpp_cli.cli._console import out
+from fmanetpp_cli.cli.options import OverwriteOpt
 from fmanetpp_cli.errors import ConfigError
 from fmanetpp_cli.synth import DegradeOptions, MotionRange, degrade
 from fmanetpp_cli.synth.interp import SUBFRAME_STEP
@@ -64,9 +65,7 @@ def degrade_command(
     noise: Annotated[float, typer.Option(help="Gaussian noise sigma on LR, 8-bit levels (0 = none).")] = 0.0,
     crf: Annotated[int | None, typer.Option(help="H.264 round trip of the LR frames at this CRF.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (trajectory, exposure walk, noise).")] = 0,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Write into a non-empty OUTPUT folder.", metavar="")
-    ] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Synthesise blurry low-resolution input and sharp ground truth from sharp footage."""
     opts = DegradeOptions(

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fmanetpp_cli.checkpoints.io import sha256_file
+from fmanetpp_cli.checkpoints import sha256_file
 from fmanetpp_cli.checkpoints.resolve import download_weights
 from fmanetpp_cli.cli._console import err
+from fmanetpp_cli.cli.options import CacheDirOpt, JsonOpt, OfflineOpt
 
 
 def download_command(
@@ -40,22 +40,12 @@ def download_command(
             "--sha256", help="Expected sha256 of the file; a different file is refused.", show_default=False
         ),
     ] = None,
-    offline: Annotated[
-        bool,
-        typer.Option("--offline", help="Use only the local cache (as HF_HUB_OFFLINE=1 does).", metavar=""),
-    ] = False,
+    offline: OfflineOpt = False,
     force: Annotated[
         bool, typer.Option("--force", help="Download again even if cached.", metavar="")
     ] = False,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--cache-dir", help="Hugging Face cache folder (default: HF_HUB_CACHE).", show_default=False
-        ),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print path and sha256 as JSON.", metavar="")
-    ] = False,
+    cache_dir: CacheDirOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Download weights with huggingface_hub into its normal cache and print the local path.
 

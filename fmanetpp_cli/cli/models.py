@@ -12,6 +12,7 @@ from rich.table import Table
 from fmanetpp_cli.checkpoints import zoo
 from fmanetpp_cli.checkpoints.catalog import CatalogEntry, list_models
 from fmanetpp_cli.cli._console import out
+from fmanetpp_cli.cli.options import CacheDirOpt, JsonOpt
 
 
 def _where(row: CatalogEntry, folders: list[Path]) -> str:
@@ -62,19 +63,14 @@ def _render(rows: list[CatalogEntry], show_notes: bool) -> None:
 
 
 def models_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.", metavar="")] = False,
+    as_json: JsonOpt = False,
     show_all: Annotated[
         bool, typer.Option("--all", help="Also list unlisted zoo entries.", metavar="")
     ] = False,
     notes: Annotated[
         bool, typer.Option("--notes", help="Show each model's licence and how to obtain it.", metavar="")
     ] = False,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--cache-dir", help="Hugging Face cache folder (default: HF_HUB_CACHE).", show_default=False
-        ),
-    ] = None,
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """List the known models (bundled, imported, downloaded) and whether each is on this machine.
 

@@ -10,6 +10,7 @@ import typer
 
 from fmanetpp_cli.checkpoints.push import push_weights
 from fmanetpp_cli.cli._console import out
+from fmanetpp_cli.cli.options import JsonOpt
 from fmanetpp_cli.errors import ConfigError
 
 
@@ -70,7 +71,7 @@ def push_command(
     no_card: Annotated[
         bool, typer.Option("--no-card", help="Do not upload a README.md model card.", metavar="")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.", metavar="")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Upload converted or trained weights to your own Hub repository, with a generated model card.
 

@@ -14,19 +14,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import MofNCompleteColumn, TaskProgressColumn, TextColumn
 from torch import nn
 
-from fmanetpp_cli.cli._console import err, out
+from fmanetpp_cli.cli._console import err, out, progress_bars
+from fmanetpp_cli.cli.options import JsonOpt, OfflineOpt, OverwriteOpt
 from fmanetpp_cli.errors import ConfigError
 from fmanetpp_cli.pipeline import RestoreOptions, RestoreReport, default_compare_path, restore_video
 from fmanetpp_cli.video import EncodeOptions, VideoInfo, probe
@@ -80,19 +72,10 @@ class _ProgressBar:
     """
 
     def __init__(self, label: str) -> None:
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[fps]} fps"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-        )
+        self.progress = progress_bars(
+            MofNCompleteColumn(), TaskProgressColumn(), TextColumn("{task.fields[fps]} fps"),
+            spinner=True, transient=True,
+        )  # fmt: skip
         self.task = self.progress.add_task(label, total=None, fps="-")
         self.started = False
 
@@ -309,16 +292,12 @@ def restore_command(
     preset: Annotated[
         str | None, typer.Option("--preset", help="Encoder speed preset.", show_default=False)
     ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.", metavar="")
-    ] = False,
-    offline: Annotated[bool, typer.Option("--offline", help="Never download weights.", metavar="")] = False,
+    overwrite: OverwriteOpt = False,
+    offline: OfflineOpt = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.", metavar="")
     ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the report as JSON on stdout.", metavar="")
-    ] = False,
+    as_json: JsonOpt = False,
     glob: Annotated[
         str | None,
         typer.Option(

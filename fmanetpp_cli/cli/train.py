@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import TaskID, TextColumn
 
-from fmanetpp_cli.cli._console import err, out
+from fmanetpp_cli.cli._console import out, progress_bars
 from fmanetpp_cli.train import StepInfo, load_config, train
 
 
@@ -43,15 +43,11 @@ def train_command(
         changes["max_minutes"] = max_minutes
     cfg = dataclasses.replace(cfg, **changes)
     tasks: dict[str, TaskID] = {}
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA {task.fields[eta]}"),
-    )
-    with Progress(*columns, console=err, transient=False) as progress:
+    bars = progress_bars(
+        TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
+        label="{task.description}", eta=TextColumn("ETA {task.fields[eta]}"),
+    )  # fmt: skip
+    with bars as progress:
 
         def on_step(info: StepInfo) -> None:
             if info.stage not in tasks:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from fmanetpp_cli.checkpoints import ImportResult, WeightsInfo, import_official, read_weights_info
 from fmanetpp_cli.cli._console import out
+from fmanetpp_cli.cli.options import JsonOpt, OverwriteOpt
 
 weights_app = typer.Typer(
     name="weights",
@@ -44,9 +45,7 @@ def import_command(
             show_default=False,
         ),
     ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.", metavar="")
-    ] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Convert the official FMA-Net checkpoints into one safetensors weights file."""
     result = import_official(src, output, config=config, overwrite=overwrite)
@@ -67,9 +66,7 @@ def _render_import(result: ImportResult) -> None:
 @weights_app.command("info")
 def info_command(
     file: Annotated[Path, typer.Argument(help="A .safetensors weights file.", show_default=False)],
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the description as JSON.", metavar="")
-    ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Describe a weights file: architecture, config, channel order, parameter count, sources."""
     info = read_weights_info(file)

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fmanetpp_cli._files import write_bytes_atomic
 from fmanetpp_cli.errors import ConfigError, InputShapeError
 from fmanetpp_cli.eval.metrics import PAPER_CROP, frame_metrics, have_opencv, tof
 from fmanetpp_cli.synth.exposure import bicubic_up, from_uint8, to_uint8
-from fmanetpp_cli.synth.io import read_frames, write_bytes_atomic
+from fmanetpp_cli.synth.io import read_frames
 
 METRICS = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y")
 

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from fmanetpp_cli.errors import ConfigError, InputShapeError
 from fmanetpp_cli.models.dynamic_filter import dynamic_downsample, dynamic_upsample
 from fmanetpp_cli.models.frma import conv_pair, frma_stack
+from fmanetpp_cli.models.fused import ComposedKernelCache, redo_border
 from fmanetpp_cli.models.layers import (
     LAYERNORM_TYPES,
     RRDB,
@@ -483,8 +484,8 @@ class FMANet(nn.Module):
             "bias": config.bias,
             "num_seq": config.num_seq,
         }
-        # the composed kernel of _fused_kernel_features, with the weight versions it was computed from
-        self._fused_cache: tuple[tuple[int, ...], Tensor] | None = None
+        # the composed kernel of _fused_kernel_features, kept until the weights change
+        self._fused_cache: ComposedKernelCache[Tensor] = ComposedKernelCache()
         self.degradation_learning_network = NetD(**common)
         if config.stage == 2:
             self.restoration_network = NetR(
@@ -543,22 +544,16 @@ class FMANet(nn.Module):
         inner: FrameConv3d = self.degradation_learning_network.d_conv[2]  # type: ignore[assignment]
         net_r = self.restoration_network
         outer: nn.Conv3d = net_r.d_conv[0]  # type: ignore[assignment]
-        key = (outer.weight._version, inner.weight._version, outer.weight.data_ptr(), inner.weight.data_ptr())
-        if self._fused_cache is None or self._fused_cache[0] != key:
-            with torch.no_grad():
-                self._fused_cache = (key, compose_kernels(outer.weight, inner.weight[:, :, 0]))
-        fused = self._fused_cache[1]  # [dim, dim, kt, 5, 5]
+        fused = self._fused_cache.get(
+            (outer.weight, inner.weight), lambda: compose_kernels(outer.weight, inner.weight[:, :, 0])
+        )  # [dim, dim, kt, 5, 5]
         pad = (int(outer.padding[0]), 2, 2)
         out = temporal_conv(hidden, fused, outer.bias, pad, T)  # [B*T, dim, H, W]
 
         def two_step(h: Tensor) -> Tensor:
             return _temporal_conv(outer, inner(to_channels_last(h)), T)
 
-        H, W = hidden.shape[2:]
-        out[:, :, :1] = two_step(hidden[:, :, :3])[:, :, :1]
-        out[:, :, -1:] = two_step(hidden[:, :, -3:])[:, :, -1:]
-        out[:, :, :, :1] = two_step(hidden[:, :, :, :3])[:, :, :, :1]
-        out[:, :, :, -1:] = two_step(hidden[:, :, :, -3:])[:, :, :, -1:]
+        redo_border(out, hidden, two_step, ring=1, slab=3)
         return net_r.encode_kernels(out, first_conv_done=True)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from fmanetpp_cli.errors import ConfigError, InputShapeError
 from fmanetpp_cli.models.ete import ExposureEncoder
+from fmanetpp_cli.models.fused import ComposedKernelCache, redo_border
 from fmanetpp_cli.models.global_motion import neighbour_shifts
 from fmanetpp_cli.models.hrbp import EDGE_MODES, HRBPBlock
 from fmanetpp_cli.models.layers import LAYERNORM_TYPES, RRDB, PixelShuffleBlock, compose_kernels
@@ -402,7 +403,7 @@ class FMANetPP(nn.Module):
             self.ete.requires_grad_(False)
         self.degradation_learning_network = DegradationNet(config)
         self.restoration_network = RestorationNet(config)
-        self._fused_cache: tuple[Any, Tensor, Tensor | None] | None = None
+        self._fused_cache: ComposedKernelCache[tuple[Tensor, Tensor | None]] = ComposedKernelCache()
 
     def _check_input(self, x: Tensor, y: Tensor | None, exposure: Tensor | None) -> None:
         if x.ndim != 5 or x.shape[1] != 3:
@@ -433,16 +434,16 @@ class FMANetPP(nn.Module):
         ``2 k - 1``; without ``y`` the ``3 k_d^2``-channel tensor between them never needs to exist.
         """
         inner, outer = self._fused_pair()
-        key = tuple((w._version, w.data_ptr()) for w in (inner.weight, outer.weight))
-        if self._fused_cache is None or self._fused_cache[0] != key:
-            with torch.no_grad():
-                fused = compose_kernels(outer.weight.unsqueeze(2), inner.weight)[:, :, 0]  # [C, C, k', k']
-                bias = outer.bias
-                if inner.bias is not None:  # the inner bias passes through the outer kernel
-                    through = torch.einsum("omab,m->o", outer.weight, inner.bias)
-                    bias = through if bias is None else bias + through
-            self._fused_cache = (key, fused, bias)
-        return self._fused_cache[1], self._fused_cache[2]
+
+        def compose() -> tuple[Tensor, Tensor | None]:
+            fused = compose_kernels(outer.weight.unsqueeze(2), inner.weight)[:, :, 0]  # [C, C, k', k']
+            bias = outer.bias
+            if inner.bias is not None:  # the inner bias passes through the outer kernel
+                through = torch.einsum("omab,m->o", outer.weight, inner.bias)
+                bias = through if bias is None else bias + through
+            return fused, bias
+
+        return self._fused_cache.get((inner.weight, outer.weight), compose)
 
     def _kernel_features_fused(self, feats: Tensor) -> Tensor:
         """Net_R's kernel features straight from Net_D's features, without autograd (see above).
@@ -470,10 +471,7 @@ class FMANetPP(nn.Module):
                 def two_step(h: Tensor) -> Tensor:
                     return outer(inner(h))
 
-                out[:, :, :ring] = two_step(hidden[:, :, :slab])[:, :, :ring]
-                out[:, :, -ring:] = two_step(hidden[:, :, -slab:])[:, :, -ring:]
-                out[:, :, :, :ring] = two_step(hidden[:, :, :, :slab])[:, :, :, :ring]
-                out[:, :, :, -ring:] = two_step(hidden[:, :, :, -slab:])[:, :, :, -ring:]
+                redo_border(out, hidden, two_step, ring, slab)
         return net_r.kernel_encoder[2](F.leaky_relu(out, 0.2))  # [B*T, C, H, W]
 
     def embed_exposure(self, x: Tensor) -> Tensor:

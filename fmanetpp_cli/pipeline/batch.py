@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -34,6 +33,7 @@ from typing import Any
 
 from torch import nn
 
+from fmanetpp_cli._files import write_bytes_atomic
 from fmanetpp_cli.errors import ConfigError, FMANetError, VideoOpenError
 from fmanetpp_cli.pipeline.options import RestoreOptions
 from fmanetpp_cli.pipeline.runner import ProgressFn, RestoreReport, restore_video
@@ -328,16 +328,7 @@ def _plan_tasks(
 
 def write_report(report: BatchReport, path: Path) -> None:
     """Write the JSON report atomically (temp file beside it, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(report.to_dict(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
 
 
 def _one_line(exc: BaseException) -> str:

@@ -18,6 +18,8 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from fmanetpp_cli.errors import InputShapeError
+from fmanetpp_cli.frames import frames_to_tensor as to_tensor
+from fmanetpp_cli.frames import tensor_to_frames as to_frames
 from fmanetpp_cli.pipeline.device import autocast
 from fmanetpp_cli.pipeline.ensemble import mirror_ensemble
 from fmanetpp_cli.pipeline.plan import ModelTraits, RestorePlan, model_traits
@@ -41,26 +43,13 @@ PROBE_OUTPUTS = 4
 
 
 def frames_to_tensor(frames: Sequence[np.ndarray], device: torch.device) -> Tensor:
-    """Stack ``[H, W, 3]`` uint8 / uint16 RGB frames into one float clip in [0, 1].
+    """Stack ``[H, W, 3]`` uint8 / uint16 RGB frames into one float clip in [0, 1] (``frames.py``).
 
     Shapes:
         frames: T arrays ``[H, W, 3]``
         returns: ``[1, 3, T, H, W]``
     """
-    peak = 65535.0 if frames[0].dtype == np.uint16 else 255.0
-    stack = torch.from_numpy(np.stack(frames)).to(device)  # [T, H, W, 3]
-    x = rearrange(stack, "t h w c -> 1 c t h w")  # [1, 3, T, H, W]
-    return x.float().div_(peak)
-
-
-def tensor_to_frames(y: Tensor, dtype: np.dtype) -> list[np.ndarray]:
-    """Quantise ``[T, 3, H, W]`` floats (clamped to [0, 1]) into ``[H, W, 3]`` frames of ``dtype``."""
-    deep = dtype == np.uint16
-    q = y.float().clamp_(0, 1).mul_(65535.0 if deep else 255.0).round_()  # [T, 3, H, W]
-    # Quantise on the device: a quarter of the bytes cross to the host for 8-bit video.
-    q = q.to(torch.int32 if deep else torch.uint8)
-    arr = rearrange(q, "t c h w -> t h w c").contiguous().cpu().numpy()  # [T, H, W, 3]
-    return [f.astype(dtype, copy=deep) for f in arr]
+    return rearrange(to_tensor(frames, device), "t c h w -> 1 c t h w")
 
 
 def forward_chunk(model: nn.Module, traits: ModelTraits, x: Tensor, offset: int, count: int) -> Tensor:
@@ -184,7 +173,7 @@ class ChunkRestorer:
             if self.bgr:
                 y = y.flip(1)
             y = self.resample(y.clamp(0, 1))  # [count, 3, s'H, s'W]
-            return tensor_to_frames(y, frames[0].dtype)
+            return list(to_frames(y, frames[0].dtype, overwrite=True))
 
     def _run(self, x: Tensor, offset: int, count: int) -> Tensor:
         """One pass over a padded chunk, tiled when ``self.tile`` is set.

@@ -28,13 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fmanetpp_cli.errors import UnsupportedVideoError
+from fmanetpp_cli.frames import tensor_to_frames
 from fmanetpp_cli.pipeline.device import check_precision, default_memory_budget, select_device
-from fmanetpp_cli.pipeline.engine import (
-    ChunkRestorer,
-    frames_to_tensor,
-    measure_bytes_per_pixel,
-    tensor_to_frames,
-)
+from fmanetpp_cli.pipeline.engine import ChunkRestorer, frames_to_tensor, measure_bytes_per_pixel
 from fmanetpp_cli.pipeline.options import RestoreOptions
 from fmanetpp_cli.pipeline.plan import model_traits, plan_restore
 from fmanetpp_cli.pipeline.scenes import SceneCutDetector
@@ -196,7 +192,7 @@ class _CompareWriter:
             x = frames_to_tensor([source], self.device)[:, :, 0]  # [1, 3, H, W]
             down = self.size[0] < x.shape[-2] or self.size[1] < x.shape[-1]
             up = F.interpolate(x, size=self.size, mode="bicubic", align_corners=False, antialias=down)
-            bicubic = tensor_to_frames(up, source.dtype)[0]  # [sH, sW, 3]
+            bicubic = tensor_to_frames(up, source.dtype, overwrite=True)[0]  # [sH, sW, 3]
         self.writer.write(np.concatenate([bicubic, restored], axis=1), pts)  # [sH, 2*sW, 3]
 
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fmanetpp_cli._files import write_bytes_atomic
 from fmanetpp_cli.errors import ConfigError, InputShapeError, OutputExistsError
 from fmanetpp_cli.synth.exposure import (
     average_exposures,
@@ -46,7 +47,7 @@ from fmanetpp_cli.synth.exposure import (
     to_uint8,
 )
 from fmanetpp_cli.synth.interp import MAX_SUBFRAMES, SUBFRAME_STEP, check_subframes, forward_flows
-from fmanetpp_cli.synth.io import is_image, read_frames, write_bytes_atomic, write_frame_folder
+from fmanetpp_cli.synth.io import is_image, read_frames, write_frame_folder
 from fmanetpp_cli.synth.motion import MotionRange, Trajectory, camera_motion_clip
 from fmanetpp_cli.synth.noise import degrade_lr
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fmanetpp_cli.errors import ConfigError, InputShapeError
+from fmanetpp_cli.frames import frames_to_tensor, tensor_to_frames
 from fmanetpp_cli.synth.interp import (
     MAX_SUBFRAMES,
     SUBFRAME_STEP,
@@ -188,11 +189,10 @@ def average_exposures(
 
 
 def to_uint8(x: Tensor) -> np.ndarray:
-    """``[N, 3, H, W]`` float in [0, 1] -> ``[N, H, W, 3]`` uint8 (rounded)."""
-    return (x.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    """``[N, 3, H, W]`` float in [0, 1] -> ``[N, H, W, 3]`` uint8 (rounded; ``frames.tensor_to_frames``)."""
+    return tensor_to_frames(x, np.uint8)
 
 
 def from_uint8(frames: list[np.ndarray] | np.ndarray) -> Tensor:
-    """``[N, H, W, 3]`` uint8 -> ``[N, 3, H, W]`` float32 in [0, 1]."""
-    arr = np.ascontiguousarray(np.stack(list(frames)) if isinstance(frames, list) else frames)
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+    """``[N, H, W, 3]`` uint8 -> ``[N, 3, H, W]`` float32 in [0, 1] (``frames.frames_to_tensor``)."""
+    return frames_to_tensor(frames)

@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from fmanetpp_cli._files import atomic_output
 from fmanetpp_cli.errors import ConfigError
 from fmanetpp_cli.models import create_model
 from fmanetpp_cli.models.fmanetpp import FMANetPP
@@ -196,9 +197,8 @@ def validate(
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _log_to_file(out_dir: Path) -> logging.Handler:
