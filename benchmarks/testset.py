@@ -32,6 +32,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,30 +93,58 @@ def clip_hashes(folder: Path) -> dict[str, str]:
     return out
 
 
-def build(work: Path, *, max_tries: int = 50) -> list[dict]:
+def build(work: Path, *, max_tries: int = 50, reverse: bool = False) -> list[dict]:
     """Make every clip under ``work/<source>-<exposure>-<speed>`` (kept when its sidecar exists) and
-    return one record per clip (name, exposure, speed, seed, folder, motion, hashes)."""
+    return one record per clip (name, exposure, speed, seed, folder, motion, hashes).
+
+    Several processes may build one ``work`` folder together (``reverse`` walks the list from its end): a
+    clip being made holds ``<folder>.lock``, which the others pass over and wait for at the end (a lock
+    left by a killed process must be deleted by hand)."""
+    jobs = [
+        (k, j, s, name, src, exposure, speed_name, speed)
+        for k, (name, src) in enumerate(SOURCES.items())
+        for j, exposure in enumerate(EXPOSURES)
+        for s, (speed_name, speed) in enumerate(SPEEDS.items())
+    ]
+
+    def make(job: tuple) -> bool:
+        """Make one clip unless it exists or another process holds it; False when it is held."""
+        k, j, s, name, src, exposure, speed_name, speed = job
+        folder = work / f"{name}-{exposure}-{speed_name}"
+        if _existing_seed(folder) is not None:
+            return True
+        lock = folder.with_name(folder.name + ".lock")
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return False
+        try:
+            base = 5000 + 100 * k + 10 * j + s * 1000
+            _draw(resolve_source(src.path), src, exposure, speed, base, folder, max_tries)
+        finally:
+            lock.unlink()
+        return True
+
+    for job in reversed(jobs) if reverse else jobs:
+        make(job)
     records = []
-    for k, (name, src) in enumerate(SOURCES.items()):
-        path = resolve_source(src.path)
-        for j, exposure in enumerate(EXPOSURES):
-            for s, (speed_name, speed) in enumerate(SPEEDS.items()):
-                folder = work / f"{name}-{exposure}-{speed_name}"
-                base = 5000 + 100 * k + 10 * j + s * 1000
-                seed = _existing_seed(folder)
-                if seed is None:
-                    seed = _draw(path, src, exposure, speed, base, folder, max_tries)
-                records.append(
-                    {
-                        "clip": name,
-                        "exposure": exposure,
-                        "speed": speed_name,
-                        "seed": seed,
-                        "folder": str(folder),
-                        "motion": round(mean_flow(folder), 3),
-                        **clip_hashes(folder),
-                    }
-                )
+    for job in jobs:
+        _, _, _, name, _, exposure, speed_name, _ = job
+        folder = work / f"{name}-{exposure}-{speed_name}"
+        while not make(job):
+            time.sleep(5)  # another process is making this clip
+        records.append(
+            {
+                "clip": name,
+                "exposure": exposure,
+                "speed": speed_name,
+                "seed": _existing_seed(folder),
+                "folder": str(folder),
+                "motion": round(mean_flow(folder), 3),
+                **clip_hashes(folder),
+            }
+        )
     return records
 
 
@@ -171,7 +201,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("runs/testset-v1"))
     ap.add_argument("--pin", action="store_true", help="write the manifest (only when there is none)")
+    ap.add_argument("--make-only", action="store_true", help="make missing clips, check nothing")
+    ap.add_argument("--reverse", action="store_true", help="make the clips from the end of the list")
     args = ap.parse_args()
+    if args.make_only:
+        build(args.work, reverse=args.reverse)
+        return
     if args.pin:
         if MANIFEST.exists():
             raise SystemExit(f"{MANIFEST} exists: the test set is built once")
