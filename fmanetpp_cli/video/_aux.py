@@ -104,6 +104,8 @@ class AuxCopier:
         self.audio_transcoded = 0
         self.subtitles_copied = 0
         self.chapters_written = 0
+        # Audio packets muxed, per output stream index: the writer checks the file holds as many.
+        self.audio_packets: dict[int, int] = {}
         self._start: float | None = None
         self._end: float | None = None
         self._src = open_input(source)
@@ -297,7 +299,7 @@ class AuxCopier:
         if route.mode == "copy":
             self._shift(packet, route.src.time_base)
             packet.stream = route.dst
-            self.out.mux(packet)
+            self._mux(route, [packet])
         elif route.mode == "audio":
             for frame in route.src.codec_context.decode(packet):
                 self._transcode_audio(route, frame)
@@ -335,9 +337,16 @@ class AuxCopier:
             frame.pts = round(shifted / rate)
             frame.time_base = rate
         for f in route.resampler.resample(frame):
-            self.out.mux(route.dst.encode(f))
+            self._mux(route, route.dst.encode(f))
         if frame is None:
-            self.out.mux(route.dst.encode(None))
+            self._mux(route, route.dst.encode(None))
+
+    def _mux(self, route: _Route, packets: list[Any]) -> None:
+        """Mux packets into ``route``'s output stream, counting the audio ones that carry data."""
+        self.out.mux(packets)
+        if route.src.type == "audio":
+            index = route.dst.index
+            self.audio_packets[index] = self.audio_packets.get(index, 0) + sum(p.size > 0 for p in packets)
 
     def _convert_subtitle(self, route: _Route, packet: Any) -> None:
         subs = route.src.codec_context.decode2(packet)
