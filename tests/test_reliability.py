@@ -6,6 +6,9 @@ and checks the promise: a typed error naming the file, a non-zero exit, nothing 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -53,3 +56,51 @@ def test_audio_packet_mismatch_is_an_error(tmp_path: Path, ext: str) -> None:
         writer.commit()
     assert str(out) in str(e.value)
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+# -- write failures ----------------------------------------------------------------------------------------
+def _toy_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``tests/toy_cli.py ARGS`` in a fresh process, importing this worktree's package."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(ROOT / "tests" / "toy_cli.py"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "flags"),
+    [("out.mp4", []), ("out.mkv", ["--codec", "ffv1"]), ("out.mp4", ["--codec", "ffv1", "--compare"])],
+    ids=["mp4-at-close", "mkv-mid-stream", "compare-audio"],
+)
+def test_file_size_limit_fails_cleanly(tmp_path: Path, name: str, flags: list[str]) -> None:
+    """A full disk, staged with RLIMIT_FSIZE: one line naming the file, exit 1, nothing left behind."""
+    src = media.cfr_clip(tmp_path, frames=20)
+    out = tmp_path / name
+    done = _toy_cli("--fsize", "30000", "--", "restore", str(src), str(out), "-q", "--tile", "0", *flags)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1, done.stderr
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "no room left to write" in lines[0] and out.stem in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+
+
+def test_output_folder_removed_mid_run(tmp_path: Path) -> None:
+    import shutil
+
+    from test_pipeline import ToySequence
+
+    from fmanetpp_cli.pipeline import RestoreOptions, restore_video
+
+    src = media.cfr_clip(tmp_path, frames=8)
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    out = folder / "out.mp4"
+
+    def remove_folder(done: int, total: int | None) -> None:
+        if done == 3:
+            shutil.rmtree(folder)
+
+    with pytest.raises(VideoWriteError, match=r"failed|cannot be read back") as e:
+        restore_video(
+            src, out, RestoreOptions(tile=0, chunk=4), ToySequence(radius=1), on_progress=remove_folder
+        )
+    assert str(out) in str(e.value) and not folder.exists()

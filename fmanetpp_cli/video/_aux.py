@@ -23,6 +23,7 @@ import av
 
 from fmanetpp_cli.errors import VideoWriteError
 from fmanetpp_cli.video.info import VideoInfo, open_input
+from fmanetpp_cli.video.verify import write_failure
 
 _logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class AuxCopier:
         fmt: the output muxer name (``"mp4"``, ``"matroska"``, ...).
         options: the `EncodeOptions` (``copy_audio``, ``copy_subtitles``, ``copy_metadata``).
         warn: called with one line for each stream that could not be copied as is.
+        output: the output the user asked for, named when muxing into ``container`` fails.
     """
 
     def __init__(
@@ -94,7 +96,9 @@ class AuxCopier:
         fmt: str,
         options: Any,
         warn: Callable[[str], None],
+        output: Path | None = None,
     ) -> None:
+        self.output = output
         self.info = info
         self.out = container
         self.fmt = fmt
@@ -343,7 +347,12 @@ class AuxCopier:
 
     def _mux(self, route: _Route, packets: list[Any]) -> None:
         """Mux packets into ``route``'s output stream, counting the audio ones that carry data."""
-        self.out.mux(packets)
+        try:
+            self.out.mux(packets)
+        except (av.error.FFmpegError, OSError) as e:
+            raise write_failure(
+                self.output or Path(self.out.name), f"writing {route.dst.type} packets", e
+            ) from e
         if route.src.type == "audio":
             index = route.dst.index
             self.audio_packets[index] = self.audio_packets.get(index, 0) + sum(p.size > 0 for p in packets)
@@ -362,7 +371,7 @@ class AuxCopier:
             out_packet.duration = round(Fraction(packet.duration) * Fraction(packet.time_base) / ms)
         out_packet.time_base = ms
         out_packet.stream = route.dst
-        self.out.mux(out_packet)
+        self._mux(route, [out_packet])
 
     def finish(self) -> None:
         """Copy what remains (up to the range end) and flush the audio transcoders."""

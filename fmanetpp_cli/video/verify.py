@@ -1,4 +1,4 @@
-"""Read a freshly written file back and compare it with what was muxed into it.
+"""Read a freshly written file back and compare it with what was muxed into it; word write failures.
 
 `VideoWriter.commit` calls `read_back` on its temporary file before renaming it into place, then
 `check_audio_packets` and its own frame checks: a file whose video frames, timestamps, audio streams or
@@ -7,6 +7,7 @@ audio packets differ from what went in is refused with a `VideoWriteError`, neve
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -14,6 +15,24 @@ from pathlib import Path
 import av
 
 from fmanetpp_cli.errors import VideoWriteError
+
+# errno values that mean "the storage took no more": a full disk, a quota, the process's file-size limit.
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def write_failure(output: Path, what: str, error: BaseException) -> VideoWriteError:
+    """A `VideoWriteError` for an error raised while writing ``output``, naming it (not its temporary file).
+
+    Args:
+        output: the output the user asked for.
+        what: the step that failed, e.g. ``"encoding frame 12"``.
+        error: the OS or FFmpeg error.
+    """
+    code = getattr(error, "errno", None)
+    reason = getattr(error, "strerror", None) or str(error)
+    if code in _NO_ROOM:
+        reason = f"no room left to write ({reason}: disk full, quota or file-size limit)"
+    return VideoWriteError(f"{output}: {what} failed, {reason}")
 
 
 @dataclass(frozen=True, slots=True)

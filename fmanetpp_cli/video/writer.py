@@ -40,7 +40,7 @@ from fmanetpp_cli.video.options import (
     full_chroma_for_odd_size,
     x265_hdr_params,
 )
-from fmanetpp_cli.video.verify import check_audio_packets, read_back
+from fmanetpp_cli.video.verify import check_audio_packets, read_back, write_failure
 
 _logger = logging.getLogger(__name__)
 
@@ -260,6 +260,7 @@ class VideoWriter:
                 fmt=self.format,
                 options=opts,
                 warn=self._warn,
+                output=self.output,
             )
         if info is not None and opts.copy_metadata:
             out.metadata.update(_clean_metadata(info.metadata))
@@ -368,7 +369,7 @@ class VideoWriter:
         try:
             self._mux_video(self._stream.encode(frame))
         except (av.error.FFmpegError, ValueError) as e:
-            raise VideoWriteError(f"{self.output}: encoding frame {self.frames_written} failed ({e})") from e
+            raise write_failure(self.output, f"encoding frame {self.frames_written}", e) from e
         self._written_pts.append(frame.pts)
         self.frames_written += 1
         if self._aux is not None:
@@ -428,20 +429,20 @@ class VideoWriter:
             try:
                 self._mux_video(self._stream.encode(None))
             except (av.error.FFmpegError, ValueError) as e:
-                raise VideoWriteError(f"{self.output}: flushing the encoder failed ({e})") from e
+                raise write_failure(self.output, "flushing the encoder", e) from e
             if self._aux is not None:
                 self._aux.finish()
             try:
                 self._container.close()
             except (av.error.FFmpegError, OSError) as e:
-                raise VideoWriteError(f"{self.output}: finishing the file failed ({e})") from e
+                raise write_failure(self.output, "finishing the file", e) from e
             self._container = None
             self._close_aux()
             result = self._verify()
             try:
                 os.replace(self.tmp_path, self.output)
             except OSError as e:  # the folder was removed or made read-only while the video was written
-                raise VideoWriteError(f"{self.output}: cannot move the finished file into place ({e})") from e
+                raise write_failure(self.output, "moving the finished file into place", e) from e
         except BaseException:
             self.abort()
             raise
