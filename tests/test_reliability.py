@@ -6,12 +6,15 @@ and checks the promise: a typed error naming the file, a non-zero exit, nothing 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import media
 import pytest
 from video_checks import leftovers, packets, passthrough
@@ -104,3 +107,67 @@ def test_output_folder_removed_mid_run(tmp_path: Path) -> None:
             src, out, RestoreOptions(tile=0, chunk=4), ToySequence(radius=1), on_progress=remove_folder
         )
     assert str(out) in str(e.value) and not folder.exists()
+
+
+# -- broken input, fuzzed ----------------------------------------------------------------------------------
+def _decodable(path: Path) -> int:
+    """Video frames an independent PyAV decode gets out of ``path``, skipping packets it cannot decode."""
+    frames = 0
+    try:
+        with av.open(str(path)) as c:
+            for packet in c.demux(video=0):
+                with contextlib.suppress(av.error.FFmpegError):
+                    frames += len(packet.decode())
+    except (av.error.FFmpegError, IndexError):
+        return 0
+    return frames
+
+
+def _fuzz(tmp_path: Path, count: int | None) -> None:
+    """Restore mutants in one subprocess; each ends in a verified output or one clean line and exit 1."""
+    import fuzz_media
+
+    paths = fuzz_media.all_mutants(tmp_path / "fuzz")
+    if count is not None:
+        paths = fuzz_media.sample(paths, count)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    jobs = [
+        {
+            "argv": ["restore", str(p), str(out_dir / f"{p.stem}.mkv"), "-q", "--json", "--tile", "0"],
+            "timeout": 60,
+        }
+        for p in paths
+    ]
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    done = _toy_cli(
+        "--batch", str(tmp_path / "jobs.json"), str(tmp_path / "results.json"), timeout=60 + 4 * len(jobs)
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    kinds = {"ok": 0, "error": 0}
+    for path, job, result in zip(paths, jobs, results, strict=True):
+        out = Path(job["argv"][2])
+        assert result["crash"] == "", f"{path.name}: {result['crash']}"
+        if result["code"] == 0:
+            kinds["ok"] += 1
+            frames = json.loads(result["stdout"])["frames"]
+            assert _decodable(out) == frames == _decodable(path), path.name  # nothing decodable was lost
+            continue
+        kinds["error"] += 1
+        lines = [line for line in result["stderr"].splitlines() if line.strip()]
+        assert result["code"] == 1 and "Traceback" not in result["stderr"], (path.name, result)
+        assert [line for line in lines if line.startswith("error:")] == lines[-1:], (path.name, lines)
+        assert path.name in lines[-1] or out.name in lines[-1], (path.name, lines)
+        assert not out.exists(), path.name
+    assert list(out_dir.glob(".*")) == []  # no temporary file left behind
+    assert kinds["ok"] > 0 and kinds["error"] > 0  # the sample holds both kinds of outcome
+
+
+def test_fuzzed_inputs_sample(tmp_path: Path) -> None:
+    _fuzz(tmp_path, 24)
+
+
+@pytest.mark.slow
+def test_fuzzed_inputs_all(tmp_path: Path) -> None:
+    _fuzz(tmp_path, None)

@@ -5,7 +5,7 @@
 ``--fsize`` sets ``RLIMIT_FSIZE`` (and ignores SIGXFSZ, so a write past it fails with EFBIG instead of
 killing the process), which is how a full disk is staged. ``--batch`` runs many command lines in this one
 process (the fuzz test: importing torch once, not hundreds of times); each job is ``{"argv": [...],
-"timeout": s}`` and its result ``{"code", "stderr", "crash", "seconds"}``, where ``crash`` holds the
+"timeout": s}`` and its result ``{"code", "stdout", "stderr", "crash", "seconds"}``, where ``crash`` holds the
 traceback of an error the CLI did not turn into a message, or ``"hang"`` when the job ran past its time.
 """
 
@@ -48,14 +48,14 @@ def run_one(argv: list[str], timeout: float) -> dict[str, Any]:
     """One command line in-process: exit code, what it printed on stderr, and any crash."""
     from fmanetpp_cli.cli.app import main
 
-    stderr = io.StringIO()
+    stdout, stderr = io.StringIO(), io.StringIO()
     code: int | None = None
     crash = ""
     started = time.perf_counter()
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
-        with contextlib.redirect_stderr(stderr):
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             main(argv)
         code = 0
     except SystemExit as e:
@@ -68,6 +68,7 @@ def run_one(argv: list[str], timeout: float) -> dict[str, Any]:
         signal.setitimer(signal.ITIMER_REAL, 0)
     return {
         "code": code,
+        "stdout": stdout.getvalue(),
         "stderr": stderr.getvalue(),
         "crash": crash,
         "seconds": time.perf_counter() - started,

@@ -57,6 +57,9 @@ def _audio_settings(codec: str, source: Any) -> dict[str, Any]:
     Keeps the source's rate and layout where the encoder allows (Opus takes only 48/24/16/12/8 kHz) and
     opens a scratch encoder with them, so an impossible combination raises here.
     """
+    if source is None or not source.sample_rate:
+        # A damaged header can leave a stream without a decoder (or without a rate): nothing to convert.
+        raise ValueError("the source stream has no usable audio decoder")
     enc = av.codec.Codec(codec, "w")
     rate = source.sample_rate
     rates = list(enc.audio_rates or [])
