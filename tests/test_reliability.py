@@ -16,14 +16,20 @@ from pathlib import Path
 
 import av
 import media
+import numpy as np
 import pytest
+import torch
+from test_pipeline import ToySequence
+from torch import Tensor, nn
 from video_checks import leftovers, packets, passthrough
 
 from fmanetpp_cli.errors import VideoWriteError
-from fmanetpp_cli.video import VideoReader, VideoWriter, probe
+from fmanetpp_cli.pipeline import RestoreOptions, RestoreReport, restore_video
+from fmanetpp_cli.video import EncodeOptions, VideoReader, VideoWriter, probe
 from fmanetpp_cli.video.verify import read_back
 
 ROOT = Path(__file__).resolve().parents[1]
+LOSSLESS = EncodeOptions(codec="ffv1", pix_fmt="bgr0")  # RGB in, RGB out: frames compare exactly
 
 
 # -- verification after encoding ---------------------------------------------------------------------------
@@ -88,10 +94,6 @@ def test_file_size_limit_fails_cleanly(tmp_path: Path, name: str, flags: list[st
 
 def test_output_folder_removed_mid_run(tmp_path: Path) -> None:
     import shutil
-
-    from test_pipeline import ToySequence
-
-    from fmanetpp_cli.pipeline import RestoreOptions, restore_video
 
     src = media.cfr_clip(tmp_path, frames=8)
     folder = tmp_path / "gone"
@@ -171,3 +173,56 @@ def test_fuzzed_inputs_sample(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_fuzzed_inputs_all(tmp_path: Path) -> None:
     _fuzz(tmp_path, None)
+
+
+# -- out of memory ---------------------------------------------------------------------------------------
+class _Fussy(ToySequence):
+    """ToySequence that fails to allocate above ``max_side`` pixels or ``max_frames`` frames per pass."""
+
+    def __init__(self, max_side: int = 10_000, max_frames: int = 10_000, always: bool = False) -> None:
+        super().__init__(radius=1)
+        self.max_side, self.max_frames, self.always = max_side, max_frames, always
+        torch.manual_seed(0)  # the same weights in every instance (the conv's init draws from torch's RNG)
+        self.spatial.reset_parameters()
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        if self.always or max(x.shape[-2:]) > self.max_side:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        if x.shape[2] > self.max_frames:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")
+        return super().forward(x)
+
+
+def _restored(tmp_path: Path, name: str, model: nn.Module, **options: object) -> tuple[list, RestoreReport]:
+    src = tmp_path / "src.mp4"
+    if not src.exists():
+        media.cfr_clip(tmp_path, name="src.mp4", frames=9)
+    out = tmp_path / f"{name}.mkv"
+    report = restore_video(src, out, RestoreOptions(encode=LOSSLESS, **options), model)  # type: ignore[arg-type]
+    with VideoReader(out) as reader:
+        return [f.image for f in reader], report
+
+
+def test_out_of_memory_retry_equals_smaller_tiles_from_the_start(tmp_path: Path) -> None:
+    retried, report = _restored(tmp_path, "retried", _Fussy(max_side=16), tile=0, chunk=4)
+    assert report.tile == 16 and any("halved the tile 2 time(s)" in w for w in report.warnings)
+    planned, _ = _restored(tmp_path, "planned", _Fussy(), tile=16, tile_overlap=4, chunk=4)
+    assert len(retried) == len(planned) == 9
+    for a, b in zip(retried, planned, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_out_of_memory_then_shorter_passes(tmp_path: Path) -> None:
+    """Even 16 px tiles fail on 8-frame passes: the chunk is restored in shorter passes, same frames."""
+    split, report = _restored(tmp_path, "split", _Fussy(max_frames=3), tile=0, chunk=8)
+    assert sum("shorter passes" in w for w in report.warnings) == 1  # said once, for the whole run
+    assert report.frames == 9
+    whole, _ = _restored(tmp_path, "whole", _Fussy(), tile=16, tile_overlap=4, chunk=8)
+    for a, b in zip(split, whole, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_out_of_memory_below_the_floor_fails_clearly(tmp_path: Path) -> None:
+    with pytest.raises(MemoryError, match=r"even for 1 frame\(s\) per pass with 16 px tiles"):
+        _restored(tmp_path, "hopeless", _Fussy(always=True), tile=0, chunk=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.mp4"]
