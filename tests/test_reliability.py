@@ -9,8 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -226,3 +230,62 @@ def test_out_of_memory_below_the_floor_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(MemoryError, match=r"even for 1 frame\(s\) per pass with 16 px tiles"):
         _restored(tmp_path, "hopeless", _Fussy(always=True), tile=0, chunk=4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.mp4"]
+
+
+# -- interrupt -------------------------------------------------------------------------------------------
+def _interrupt(args: list[str], ready: Callable[[], bool], signum: int) -> tuple[int, float, str]:
+    """Run ``toy_cli.py ARGS`` with a slow model and send ``signum`` once ``ready()``.
+
+    Returns (exit code, seconds from the signal to the exit, stderr).
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(ROOT / "tests" / "toy_cli.py"), "--delay", "0.5", "--", *args]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before the signal"
+            time.sleep(0.05)
+        time.sleep(0.6)  # inside a model pass
+        proc.send_signal(signum)
+        sent = time.monotonic()
+        _, stderr = proc.communicate(timeout=30)
+        return proc.returncode, time.monotonic() - sent, stderr
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_the_run_and_leaves_nothing(tmp_path: Path, signum: int) -> None:
+    src = media.cfr_clip(tmp_path, frames=20)
+    out = tmp_path / "out.mp4"
+    args = ["restore", str(src), str(out), "--tile", "0", "--chunk", "4", "-q"]
+    code, seconds, stderr = _interrupt(args, lambda: any(tmp_path.glob(".out.mp4.*.part")), signum)
+    assert code == 128 + signum
+    assert seconds < 10  # generous: one model pass is 0.5 s
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted") and "Traceback" not in stderr, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+
+
+def test_folder_interrupt_keeps_finished_files_and_prints_the_resume_command(tmp_path: Path) -> None:
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    in_dir.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        media.cfr_clip(in_dir, name=name, frames=8)
+    args = ["restore", str(in_dir), str(out_dir), "--tile", "0", "--chunk", "4", "-q"]
+
+    def second_file_started() -> bool:
+        return (out_dir / "a.mp4").exists() and any(out_dir.glob(".b.mp4.*.part"))
+
+    code, _, stderr = _interrupt(args, second_file_started, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM
+    assert sorted(p.name for p in out_dir.iterdir()) == ["a.mp4"]  # finished kept, the one in progress gone
+    command = stderr.strip().split("continue with: ")[1]
+    assert shlex.split(command) == ["fmanetpp", *args, "--skip-existing"]
+    before = (out_dir / "a.mp4").stat().st_mtime_ns
+    done = _toy_cli("--", *shlex.split(command)[1:])
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out_dir.iterdir()) == ["a.mp4", "b.mp4"]
+    assert (out_dir / "a.mp4").stat().st_mtime_ns == before  # skipped, not redone

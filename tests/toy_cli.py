@@ -1,6 +1,6 @@
 """Run ``fmanetpp`` in a fresh process with a toy model, for the tests that need a process of their own.
 
-    python tests/toy_cli.py [--fsize BYTES] [--batch JOBS.json RESULTS.json] [-- ARGS...]
+    python tests/toy_cli.py [--fsize BYTES] [--delay S] [--batch JOBS.json RESULTS.json] [-- ARGS...]
 
 ``--fsize`` sets ``RLIMIT_FSIZE`` (and ignores SIGXFSZ, so a write past it fails with EFBIG instead of
 killing the process), which is how a full disk is staged. ``--batch`` runs many command lines in this one
@@ -34,14 +34,21 @@ def _on_alarm(signum: int, frame: object) -> None:
     raise _Hang
 
 
-def _install_toy_model(radius: int) -> None:
+def _install_toy_model(radius: int, delay: float) -> None:
+    """Make the CLI load a ToySequence; ``delay`` s of sleep per forward pass stand in for a big model."""
+    import torch
     from test_pipeline import ToySequence
 
     import fmanetpp_cli.checkpoints as ckpt
     import fmanetpp_cli.checkpoints.resolve as resolve
 
+    class Slow(ToySequence):
+        def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+            time.sleep(delay)
+            return super().forward(x)
+
     resolve.resolve_weights = lambda model, weights, offline=None: Path("toy")  # type: ignore[assignment]
-    ckpt.load_model = lambda path, device="cpu": ToySequence(radius=radius)  # type: ignore[assignment]
+    ckpt.load_model = lambda path, device="cpu": Slow(radius=radius)  # type: ignore[assignment]
 
 
 def run_one(argv: list[str], timeout: float) -> dict[str, Any]:
@@ -79,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fsize", type=int)
     parser.add_argument("--radius", type=int, default=1)
+    parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--batch", nargs=2, type=Path)
     parser.add_argument("args", nargs="*")
     ns = parser.parse_args()
@@ -88,7 +96,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    _install_toy_model(ns.radius)
+    _install_toy_model(ns.radius, ns.delay)
     if ns.batch is None:
         from fmanetpp_cli.cli.app import main as cli_main
 
