@@ -240,7 +240,15 @@ def _interrupt(args: list[str], ready: Callable[[], bool], signum: int) -> tuple
     """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, str(ROOT / "tests" / "toy_cli.py"), "--delay", "0.5", "--", *args]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    # A shell starts background jobs with SIGINT ignored (and our handler respects that): give the child
+    # the default, as a terminal's Ctrl-C finds it.
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 60
         while not ready():

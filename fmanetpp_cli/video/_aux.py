@@ -350,6 +350,7 @@ class AuxCopier:
 
     def _mux(self, route: _Route, packets: list[Any]) -> None:
         """Mux packets into ``route``'s output stream, counting the audio ones that carry data."""
+        with_data = sum(p.size > 0 for p in packets)  # counted first: the muxer may take the payloads
         try:
             self.out.mux(packets)
         except (av.error.FFmpegError, OSError) as e:
@@ -358,7 +359,7 @@ class AuxCopier:
             ) from e
         if route.src.type == "audio":
             index = route.dst.index
-            self.audio_packets[index] = self.audio_packets.get(index, 0) + sum(p.size > 0 for p in packets)
+            self.audio_packets[index] = self.audio_packets.get(index, 0) + with_data
 
     def _convert_subtitle(self, route: _Route, packet: Any) -> None:
         subs = route.src.codec_context.decode2(packet)
