@@ -233,13 +233,15 @@ def test_out_of_memory_below_the_floor_fails_clearly(tmp_path: Path) -> None:
 
 
 # -- interrupt -------------------------------------------------------------------------------------------
-def _interrupt(args: list[str], ready: Callable[[], bool], signum: int) -> tuple[int, float, str]:
+def _interrupt(
+    args: list[str], ready: Callable[[], bool], signum: int, *, extra: tuple[str, ...] = ()
+) -> tuple[int, float, str]:
     """Run ``toy_cli.py ARGS`` with a slow model and send ``signum`` once ``ready()``.
 
     Returns (exit code, seconds from the signal to the exit, stderr).
     """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, str(ROOT / "tests" / "toy_cli.py"), "--delay", "0.5", "--", *args]
+    cmd = [sys.executable, str(ROOT / "tests" / "toy_cli.py"), "--delay", "0.5", *extra, "--", *args]
     # A shell starts background jobs with SIGINT ignored (and our handler respects that): give the child
     # the default, as a terminal's Ctrl-C finds it.
     proc = subprocess.Popen(
@@ -275,6 +277,19 @@ def test_signal_stops_the_run_and_leaves_nothing(tmp_path: Path, signum: int) ->
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted") and "Traceback" not in stderr, stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+
+
+def test_signal_while_the_finished_file_is_checked_leaves_nothing(tmp_path: Path) -> None:
+    """The riskiest moment: the encoder is done and a complete temporary file exists, not yet verified."""
+    src = media.cfr_clip(tmp_path, frames=6)
+    out = tmp_path / "out.mkv"
+    marker = tmp_path / "stalled"
+    args = ["restore", str(src), str(out), "--tile", "0", "-q"]
+    code, seconds, stderr = _interrupt(
+        args, marker.exists, signal.SIGTERM, extra=("--stall-verify", str(marker))
+    )
+    assert code == 128 + signal.SIGTERM and seconds < 10 and "interrupted" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, marker.name])
 
 
 def test_folder_interrupt_keeps_finished_files_and_prints_the_resume_command(tmp_path: Path) -> None:

@@ -1,11 +1,14 @@
 """Run ``fmanetpp`` in a fresh process with a toy model, for the tests that need a process of their own.
 
-    python tests/toy_cli.py [--fsize BYTES] [--delay S] [--batch JOBS.json RESULTS.json] [-- ARGS...]
+    python tests/toy_cli.py [--fsize BYTES] [--delay S] [--stall-verify MARKER]
+                            [--batch JOBS.json RESULTS.json] [-- ARGS...]
 
-``--fsize`` sets ``RLIMIT_FSIZE`` (and ignores SIGXFSZ, so a write past it fails with EFBIG instead of
-killing the process), which is how a full disk is staged. ``--batch`` runs many command lines in this one
-process (the fuzz test: importing torch once, not hundreds of times); each job is ``{"argv": [...],
-"timeout": s}`` and its result ``{"code", "stdout", "stderr", "crash", "seconds"}``, where ``crash`` holds the
+``--delay`` makes each model pass sleep (a slow model to interrupt); ``--stall-verify`` holds every
+writer before it checks its finished file (to interrupt at that moment). ``--fsize`` sets
+``RLIMIT_FSIZE`` (and ignores SIGXFSZ, so a write past it fails with EFBIG instead of killing the
+process), which is how a full disk is staged. ``--batch`` runs many command lines in this one process
+(the fuzz test: importing torch once, not hundreds of times); each job is ``{"argv": [...], "timeout":
+s}`` and its result ``{"code", "stdout", "stderr", "crash", "seconds"}``, where ``crash`` holds the
 traceback of an error the CLI did not turn into a message, or ``"hang"`` when the job ran past its time.
 """
 
@@ -51,6 +54,21 @@ def _install_toy_model(radius: int, delay: float) -> None:
     ckpt.load_model = lambda path, device="cpu": Slow(radius=radius)  # type: ignore[assignment]
 
 
+def _stall_verify(marker: Path) -> None:
+    """Hold every writer between closing its finished temporary file and checking it (the moment a
+    complete-looking file exists), so that a signal can be sent exactly then."""
+    from fmanetpp_cli.video.writer import VideoWriter
+
+    real = VideoWriter._verify
+
+    def stalled(self: VideoWriter) -> Any:
+        marker.touch()
+        time.sleep(5)
+        return real(self)
+
+    VideoWriter._verify = stalled  # type: ignore[method-assign]
+
+
 def run_one(argv: list[str], timeout: float) -> dict[str, Any]:
     """One command line in-process: exit code, what it printed on stderr, and any crash."""
     from fmanetpp_cli.cli.app import main
@@ -87,6 +105,7 @@ def main() -> None:
     parser.add_argument("--fsize", type=int)
     parser.add_argument("--radius", type=int, default=1)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--stall-verify", type=Path, help="touch this file, then sleep 5 s, before verifying")
     parser.add_argument("--batch", nargs=2, type=Path)
     parser.add_argument("args", nargs="*")
     ns = parser.parse_args()
@@ -97,6 +116,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     _install_toy_model(ns.radius, ns.delay)
+    if ns.stall_verify is not None:
+        _stall_verify(ns.stall_verify)
     if ns.batch is None:
         from fmanetpp_cli.cli.app import main as cli_main
 
