@@ -25,7 +25,7 @@ ERROR_MESSAGES: list[tuple[type[BaseException], Callable[[BaseException], str]]]
     (E.FMANetError, lambda e: str(e)),
     (FileNotFoundError, lambda e: f"{getattr(e, 'filename', None) or ''}: file not found".lstrip()),
     (PermissionError, lambda e: f"{getattr(e, 'filename', None) or ''}: permission denied".lstrip()),
-    (MemoryError, lambda e: "out of memory: try a smaller --tile or --chunk"),
+    (MemoryError, lambda e: str(e) or "out of memory: try a smaller --tile or --chunk"),
 ]
 
 

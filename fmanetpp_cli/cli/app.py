@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import signal
 import sys
 from typing import Any, cast
 
@@ -19,6 +20,7 @@ from rich.markup import escape
 from fmanetpp_cli import __version__
 from fmanetpp_cli.cli._console import err
 from fmanetpp_cli.cli._errors import message_for
+from fmanetpp_cli.cli._signals import Stopped, interrupt_message, stop_on_signals
 
 # Command modules, registered in this order (each defines `register(app: typer.Typer) -> None`).
 COMMAND_MODULES: tuple[str, ...] = (
@@ -112,16 +114,17 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI; expected errors exit with code 1 and one line on stderr."""
     debug_env = os.environ.get("FMANETPP_DEBUG", "") not in ("", "0")
     args = sys.argv[1:] if argv is None else argv
+    stopped = Stopped()
     try:
-        rv = app(args=args, standalone_mode=False)
+        with stop_on_signals() as stopped:
+            rv = app(args=args, standalone_mode=False)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
         err.print("Aborted.")
         sys.exit(130)
     except KeyboardInterrupt:
-        err.print("Interrupted.")
-        sys.exit(130)
+        rv = 130
     except Exception as e:  # noqa: BLE001 - the one place where errors become messages
         if _is_usage_error(e):  # unknown command or option, bad value: click's message and exit code 2
             cast(Any, e).show()
@@ -132,5 +135,9 @@ def main(argv: list[str] | None = None) -> None:
         # escape: messages hold "[...]" key lists and paths that rich would take for markup
         err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
         sys.exit(1)
+    if stopped.signum is not None or rv == 130:
+        message = interrupt_message(stopped.signum or signal.SIGINT, args)
+        err.print(escape(message), highlight=False, soft_wrap=True)
+        sys.exit(stopped.exit_code)
     if isinstance(rv, int) and rv:
         sys.exit(rv)

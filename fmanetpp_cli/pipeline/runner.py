@@ -31,6 +31,7 @@ from fmanetpp_cli.errors import UnsupportedVideoError
 from fmanetpp_cli.frames import tensor_to_frames
 from fmanetpp_cli.pipeline.device import check_precision, default_memory_budget, select_device
 from fmanetpp_cli.pipeline.engine import ChunkRestorer, frames_to_tensor, measure_bytes_per_pixel
+from fmanetpp_cli.pipeline.oom import PassStats, restore_in_passes
 from fmanetpp_cli.pipeline.options import RestoreOptions
 from fmanetpp_cli.pipeline.plan import model_traits, plan_restore
 from fmanetpp_cli.pipeline.scenes import SceneCutDetector
@@ -260,6 +261,7 @@ def restore_video(
     buffer: dict[int, Frame] = {}
     cuts: list[int] = []
     done = 0
+    passes = PassStats()
 
     with ExitStack() as stack:
         reader = stack.enter_context(VideoReader(input_path, start=opts.start, end=opts.end, info=info))
@@ -293,7 +295,9 @@ def restore_video(
         def run(chunk: Chunk) -> None:
             nonlocal done
             images = [buffer[i].image for i in chunk.frames]
-            restored = restorer.restore(images, chunk.offset, chunk.num_kept)
+            restored = restore_in_passes(
+                restorer, images, chunk.offset, chunk.num_kept, context=plan.overlap, stats=passes
+            )
             for j, image in enumerate(restored):
                 frame = buffer[chunk.keep_start + j]
                 encoder.submit(functools.partial(encode, frame.image, image, frame.pts))
@@ -326,8 +330,11 @@ def restore_video(
     if restorer.tile_retries:
         warnings.append(
             f"ran out of memory; halved the tile {restorer.tile_retries} time(s) and continued with "
-            f"{restorer.tile} px tiles (use --tile {restorer.tile} or a smaller --memory-budget next time)"
+            f"{restorer.tile} px tiles (use --tile {restorer.tile} --tile-overlap {restorer.tile_overlap} "
+            "or a smaller --memory-budget next time)"
         )
+    if (line := passes.warning()) is not None:
+        warnings.append(line)
     return RestoreReport(
         input=input_path,
         output=output_path,

@@ -23,6 +23,7 @@ import av
 
 from fmanetpp_cli.errors import VideoWriteError
 from fmanetpp_cli.video.info import VideoInfo, open_input
+from fmanetpp_cli.video.verify import write_failure
 
 _logger = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ def _audio_settings(codec: str, source: Any) -> dict[str, Any]:
     Keeps the source's rate and layout where the encoder allows (Opus takes only 48/24/16/12/8 kHz) and
     opens a scratch encoder with them, so an impossible combination raises here.
     """
+    if source is None or not source.sample_rate:
+        # A damaged header can leave a stream without a decoder (or without a rate): nothing to convert.
+        raise ValueError("the source stream has no usable audio decoder")
     enc = av.codec.Codec(codec, "w")
     rate = source.sample_rate
     rates = list(enc.audio_rates or [])
@@ -83,6 +87,7 @@ class AuxCopier:
         fmt: the output muxer name (``"mp4"``, ``"matroska"``, ...).
         options: the `EncodeOptions` (``copy_audio``, ``copy_subtitles``, ``copy_metadata``).
         warn: called with one line for each stream that could not be copied as is.
+        output: the output the user asked for, named when muxing into ``container`` fails.
     """
 
     def __init__(
@@ -94,7 +99,9 @@ class AuxCopier:
         fmt: str,
         options: Any,
         warn: Callable[[str], None],
+        output: Path | None = None,
     ) -> None:
+        self.output = output
         self.info = info
         self.out = container
         self.fmt = fmt
@@ -104,6 +111,8 @@ class AuxCopier:
         self.audio_transcoded = 0
         self.subtitles_copied = 0
         self.chapters_written = 0
+        # Audio packets muxed, per output stream index: the writer checks the file holds as many.
+        self.audio_packets: dict[int, int] = {}
         self._start: float | None = None
         self._end: float | None = None
         self._src = open_input(source)
@@ -297,7 +306,7 @@ class AuxCopier:
         if route.mode == "copy":
             self._shift(packet, route.src.time_base)
             packet.stream = route.dst
-            self.out.mux(packet)
+            self._mux(route, [packet])
         elif route.mode == "audio":
             for frame in route.src.codec_context.decode(packet):
                 self._transcode_audio(route, frame)
@@ -335,9 +344,22 @@ class AuxCopier:
             frame.pts = round(shifted / rate)
             frame.time_base = rate
         for f in route.resampler.resample(frame):
-            self.out.mux(route.dst.encode(f))
+            self._mux(route, route.dst.encode(f))
         if frame is None:
-            self.out.mux(route.dst.encode(None))
+            self._mux(route, route.dst.encode(None))
+
+    def _mux(self, route: _Route, packets: list[Any]) -> None:
+        """Mux packets into ``route``'s output stream, counting the audio ones that carry data."""
+        with_data = sum(p.size > 0 for p in packets)  # counted first: the muxer may take the payloads
+        try:
+            self.out.mux(packets)
+        except (av.error.FFmpegError, OSError) as e:
+            raise write_failure(
+                self.output or Path(self.out.name), f"writing {route.dst.type} packets", e
+            ) from e
+        if route.src.type == "audio":
+            index = route.dst.index
+            self.audio_packets[index] = self.audio_packets.get(index, 0) + with_data
 
     def _convert_subtitle(self, route: _Route, packet: Any) -> None:
         subs = route.src.codec_context.decode2(packet)
@@ -353,7 +375,7 @@ class AuxCopier:
             out_packet.duration = round(Fraction(packet.duration) * Fraction(packet.time_base) / ms)
         out_packet.time_base = ms
         out_packet.stream = route.dst
-        self.out.mux(out_packet)
+        self._mux(route, [out_packet])
 
     def finish(self) -> None:
         """Copy what remains (up to the range end) and flush the audio transcoders."""

@@ -9,8 +9,8 @@ whatever the length of the video.
 
 The file is written to a hidden temporary name beside the output (``.<name>.<random>.part``) and only
 `commit` renames it into place, after re-probing it: the number of video packets and their timestamps,
-and the number of audio streams, must match what was written. Any failure removes the temporary file;
-the source is never touched.
+the number of audio streams and of packets in each, must match what was written. Any failure removes the
+temporary file; the source is never touched.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from fmanetpp_cli.video.options import (
     full_chroma_for_odd_size,
     x265_hdr_params,
 )
+from fmanetpp_cli.video.verify import check_audio_packets, read_back, write_failure
 
 _logger = logging.getLogger(__name__)
 
@@ -265,6 +266,7 @@ class VideoWriter:
                 fmt=self.format,
                 options=opts,
                 warn=self._warn,
+                output=self.output,
             )
         if info is not None and opts.copy_metadata:
             out.metadata.update(_clean_metadata(info.metadata))
@@ -373,7 +375,7 @@ class VideoWriter:
         try:
             self._mux_video(self._stream.encode(frame))
         except (av.error.FFmpegError, ValueError) as e:
-            raise VideoWriteError(f"{self.output}: encoding frame {self.frames_written} failed ({e})") from e
+            raise write_failure(self.output, f"encoding frame {self.frames_written}", e) from e
         self._written_pts.append(frame.pts)
         self.frames_written += 1
         if self._aux is not None:
@@ -433,17 +435,20 @@ class VideoWriter:
             try:
                 self._mux_video(self._stream.encode(None))
             except (av.error.FFmpegError, ValueError) as e:
-                raise VideoWriteError(f"{self.output}: flushing the encoder failed ({e})") from e
+                raise write_failure(self.output, "flushing the encoder", e) from e
             if self._aux is not None:
                 self._aux.finish()
             try:
                 self._container.close()
             except (av.error.FFmpegError, OSError) as e:
-                raise VideoWriteError(f"{self.output}: finishing the file failed ({e})") from e
+                raise write_failure(self.output, "finishing the file", e) from e
             self._container = None
             self._close_aux()
             result = self._verify()
-            os.replace(self.tmp_path, self.output)
+            try:
+                os.replace(self.tmp_path, self.output)
+            except OSError as e:  # the folder was removed or made read-only while the video was written
+                raise write_failure(self.output, "moving the finished file into place", e) from e
         except BaseException:
             self.abort()
             raise
@@ -457,22 +462,12 @@ class VideoWriter:
         return self._result
 
     def _verify(self) -> WriteResult:
-        """Re-open the temporary file: the video packets' count and timestamps, and the audio streams."""
-        try:
-            container = av.open(str(self.tmp_path), mode="r", format=self.format)
-        except (av.error.FFmpegError, OSError) as e:
-            raise VideoWriteError(f"{self.output}: the written file cannot be read back ({e})") from e
-        try:
-            vs = container.streams.video[0]
-            tb = Fraction(vs.time_base or self.time_base)
-            pts_list = sorted(p.pts for p in container.demux(vs) if p.size > 0 and p.pts is not None)
-            ctx = vs.codec_context
-            got_pix_fmt = ctx.pix_fmt or self.pix_fmt
-            audio_streams = len(container.streams.audio)
-        except (av.error.FFmpegError, IndexError) as e:
-            raise VideoWriteError(f"{self.output}: the written file cannot be read back ({e})") from e
-        finally:
-            container.close()
+        """Re-open the temporary file: the video packets' count and timestamps, the audio streams and
+        their packet counts (``verify.py``)."""
+        back = read_back(self.tmp_path, self.format, name=self.output, default_time_base=self.time_base)
+        tb, pts_list = back.time_base, back.video_pts
+        got_pix_fmt = back.pix_fmt or self.pix_fmt
+        audio_streams = len(back.audio_packets)
         aux = self._aux
         expected_audio = aux.audio_copied + aux.audio_transcoded if aux is not None else 0
         if audio_streams != expected_audio:
@@ -480,6 +475,7 @@ class VideoWriter:
                 f"{self.output}: verification failed, {audio_streams} audio streams in the file but "
                 f"{expected_audio} were written"
             )
+        check_audio_packets(self.output, back.audio_packets, aux.audio_packets if aux is not None else {})
         if len(pts_list) != self.frames_written:
             raise VideoWriteError(
                 f"{self.output}: verification failed, {len(pts_list)} frames in the file but "
