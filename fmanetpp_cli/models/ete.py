@@ -70,19 +70,29 @@ class ExposureEncoder(nn.Module):
     The network that owns it (:class:`~fmanetpp_cli.models.fmanetpp.FMANetPP`) sets ``requires_grad=False``
     on its parameters at construction; the pre-training stage turns that back on for this module only.
 
+    With ``frames = 3`` the encoder sees frame ``i`` together with its neighbours ``i - 1`` and ``i + 1``
+    (9 input channels, in that order). One frame cannot tell a short exposure of fast motion from a long
+    exposure of slow motion (the blur length is speed x duty cycle); the motion between neighbours gives
+    the speed, so the ratio, the duty cycle, becomes observable. The parameter names are the same; only
+    the stem's input channels differ.
+
     Args:
         width: channels of the first stage (multiple of 8).
         normalize: L2-normalise the embedding.
+        frames: frames per input, 1 (the frame alone) or 3 (with its two neighbours).
     """
 
-    def __init__(self, *, width: int, normalize: bool = True) -> None:
+    def __init__(self, *, width: int, normalize: bool = True, frames: int = 1) -> None:
         super().__init__()
         if width < ETE_GROUPS or width % ETE_GROUPS:
             raise ConfigError(f"ETE width must be a positive multiple of {ETE_GROUPS}, got {width}")
+        if frames not in (1, 3):
+            raise ConfigError(f"ETE frames must be 1 or 3, got {frames}")
         self.normalize = normalize
+        self.frames = frames
         self.out_dim = 8 * width
         self.stem = nn.Sequential(
-            nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False),
+            nn.Conv2d(3 * frames, width, 7, stride=2, padding=3, bias=False),
             nn.GroupNorm(ETE_GROUPS, width),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, padding=1),
@@ -105,20 +115,22 @@ class ExposureEncoder(nn.Module):
         """Embed each frame.
 
         Args:
-            frames: RGB frames in ``[0, 1]``, any size (the encoder downsamples by 32 and pools globally).
+            frames: RGB frames in ``[0, 1]``, any size (the encoder downsamples by 32 and pools globally);
+                with ``self.frames = 3``, frames ``i - 1, i, i + 1`` stacked along the channels.
 
         Returns:
             One embedding per frame (unit length when ``normalize``).
 
         Raises:
-            InputShapeError: not a batch of 3-channel images.
+            InputShapeError: not a batch of ``3 * self.frames``-channel images.
 
         Shapes:
-            frames: ``[N, 3, H, W]``.
+            frames: ``[N, 3 * self.frames, H, W]``.
             return: ``[N, d_u]`` with ``d_u = 8 * width``.
         """
-        if frames.ndim != 4 or frames.shape[1] != 3:
-            raise InputShapeError(f"ETE expects frames of shape [N, 3, H, W], got {tuple(frames.shape)}")
+        c = 3 * self.frames
+        if frames.ndim != 4 or frames.shape[1] != c:
+            raise InputShapeError(f"ETE expects frames of shape [N, {c}, H, W], got {tuple(frames.shape)}")
         h = self.stages(self.stem(frames - 0.5))  # [N, 8*width, H/32, W/32]
         u = h.mean(dim=(2, 3))  # [N, d_u]
         return F.normalize(u, dim=1) if self.normalize else u
