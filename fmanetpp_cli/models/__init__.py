@@ -52,12 +52,6 @@ def list_models() -> list[str]:
     return sorted(MODEL_CONFIGS)
 
 
-def list_architectures() -> list[str]:
-    """Names of every architecture, sorted."""
-    _register_all()
-    return sorted(ARCHITECTURES)
-
-
 def config_from_dict(arch: str, config: dict[str, Any]) -> ArchConfig:
     """Rebuild an architecture config from its ``to_dict()`` form (unknown keys are an error)."""
     _register_all()
