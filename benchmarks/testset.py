@@ -111,9 +111,11 @@ def build(work: Path, *, max_tries: int = 50, reverse: bool = False) -> list[dic
         """Make one clip unless it exists or another process holds it; False when it is held."""
         k, j, s, name, src, exposure, speed_name, speed = job
         folder = work / f"{name}-{exposure}-{speed_name}"
+        lock = folder.with_name(folder.name + ".lock")
+        if lock.exists():  # being made: its sidecar may be a rejected seed's
+            return False
         if _existing_seed(folder) is not None:
             return True
-        lock = folder.with_name(folder.name + ".lock")
         try:
             lock.parent.mkdir(parents=True, exist_ok=True)
             os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
