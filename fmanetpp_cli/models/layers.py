@@ -13,6 +13,8 @@ Attribute names that reach ``state_dict`` keys (``body``, ``layer``, ``RDBs``, `
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -61,6 +63,48 @@ class FrameConv3d(nn.Conv3d):
         if x.ndim == 4:
             return F.conv2d(x, self.weight.squeeze(2), self.bias, padding=self.padding[1:])
         return super().forward(x)
+
+
+INFERENCE_CHUNK = 1
+"""Frames per piece of the per-frame parts of FMA-Net++ when autograd is off (see :func:`per_frame`)."""
+
+
+def per_frame(fn: Callable[..., Tensor], *tensors: Tensor | None, chunk: int = INFERENCE_CHUNK) -> Tensor:
+    """Apply a per-frame function to tensors with frames folded into the batch, in pieces without autograd.
+
+    Without autograd nothing needs the full-sequence intermediates, so only ``chunk`` frames of them exist
+    at a time: the ``3 k_d^2``-channel kernels and the HR maps of the upsampler stay small, and the
+    working set of a piece (one 64x64 frame of a 478-channel GDFN hidden map is 7.8 MB) stays in the
+    CPU caches, which made the paper-size FMA-Net++ about twice as fast at 64x64 (docs/benchmarks.md).
+    ``fn`` must treat batch elements independently (every convolution, attention and norm here does).
+    ``None`` entries are passed through as they are.
+
+    Shapes:
+        tensors: each ``[B*T, ...]`` (the same ``B*T``) or None.
+        return: ``[B*T, ...]``.
+    """
+    N = next(t.shape[0] for t in tensors if t is not None)
+    if torch.is_grad_enabled() or N <= chunk:
+        return fn(*tensors)
+    pieces = [
+        fn(*(None if t is None else t[i : i + chunk] for t in tensors)) for i in range(0, N, chunk)
+    ]
+    return torch.cat(pieces, dim=0)
+
+
+BAND_PIXELS = 4096
+"""Pixels per row band of the banded inference forms of :class:`Attention` and :class:`FeedForward`.
+
+About one 64x64 frame: a band's 478-channel GDFN hidden map (7.8 MB for the paper network) then stays in
+the CPU caches. At 180x320, FMA-Net++'s GDFN step ran about twice as fast in bands of 8-16 rows as on
+whole frames (docs/benchmarks.md)."""
+
+
+def row_bands(height: int, width: int, pixels: int | None = None) -> list[tuple[int, int]]:
+    """Split rows ``[0, height)`` into bands ``[r0, r1)`` of about ``pixels`` (default :data:`BAND_PIXELS`)
+    pixels, at least one row each."""
+    rows = max(1, (BAND_PIXELS if pixels is None else pixels) // max(1, width))
+    return [(r, min(height, r + rows)) for r in range(0, height, rows)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,6 +354,51 @@ class Attention(nn.Module):
         out = out.transpose(1, 2).reshape(N, H, W, C)  # [N, H, W, C]
         return self.project_out(out.permute(0, 3, 1, 2))  # [N, C, H, W]
 
+    def residual(self, x: Tensor, norm: nn.Module, query: Tensor | None = None) -> Tensor:
+        """``x + self(norm(x), query)``; without autograd in row bands, in two passes.
+
+        Attention over a whole frame needs every pixel, but only through sums over pixels: the first
+        pass accumulates, band by band (one row of halo for the depthwise convs), the per-head Gram
+        matrix ``q k^T`` and the squared norms of ``q`` and ``k`` (so ``normalize(q) normalize(k)^T`` is
+        ``q k^T / (|q| |k|^T)``) and keeps ``v``; the second applies the softmax-ed map to ``v`` and the
+        output projection band by band. Same maths as :meth:`forward`, up to float rounding; the large
+        per-pixel intermediates exist one band at a time.
+
+        Shapes:
+            x: ``[N, C, H, W]``; query: ``[N, C, H, W]`` or None (self-attention).
+            return: ``[N, C, H, W]``.
+        """
+        if torch.is_grad_enabled():
+            return x + self(norm(x), query)
+        N, C, H, W = x.shape
+        heads, c = self.num_heads, C // self.num_heads
+        bands = row_bands(H, W)
+        gram = x.new_zeros(N, heads, c, c)
+        q_sq = x.new_zeros(N, heads, c, 1)
+        k_sq = x.new_zeros(N, heads, 1, c)
+        v_all = x.new_empty(N, H, W, C)  # values, channels last
+        for r0, r1 in bands:
+            lo, hi = max(0, r0 - 1), min(H, r1 + 1)
+            inner = slice(r0 - lo, r1 - lo)
+            xn = norm(x[:, :, lo:hi])
+            q = self.q_dwconv(self.q(xn if query is None else query[:, :, lo:hi]))[:, :, inner]
+            k, v = self.kv_dwconv(self.kv_conv(xn))[:, :, inner].chunk(2, dim=1)
+            qh, kh = self._heads(q), self._heads(k)  # [N, head, c, P]
+            gram += qh @ kh.transpose(-2, -1)
+            q_sq += qh.square().sum(-1, keepdim=True)
+            k_sq += kh.square().sum(-1).unsqueeze(-2)
+            v_all[:, r0:r1] = v.permute(0, 2, 3, 1)
+        eps = 1e-12  # F.normalize's floor on the norms
+        attn = gram / (q_sq.sqrt().clamp_min(eps) * k_sq.sqrt().clamp_min(eps)) * self.temperature
+        attn_t = attn.softmax(dim=-1).transpose(-2, -1)  # [N, head, c, c]
+        out = torch.empty_like(x)
+        for r0, r1 in bands:
+            P = (r1 - r0) * W
+            vh = v_all[:, r0:r1].reshape(N, P, heads, c).transpose(1, 2)  # [N, head, P, c]
+            o = (vh @ attn_t).transpose(1, 2).reshape(N, r1 - r0, W, C)  # [N, rows, W, C]
+            out[:, :, r0:r1] = x[:, :, r0:r1] + self.project_out(o.permute(0, 3, 1, 2))
+        return out
+
 
 class FeedForward(nn.Module):
     """Gated-Dconv feed-forward (Restormer GDFN): ``1x1`` -> depthwise ``3x3`` -> GELU gate -> ``1x1``.
@@ -333,6 +422,22 @@ class FeedForward(nn.Module):
         """Shapes: x ``[N, C, H, W]`` -> ``[N, C, H, W]``."""
         gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)  # 2 x [N, hidden, H, W]
         return self.project_out(F.gelu(gate) * value)
+
+    def residual(self, x: Tensor, norm: nn.Module) -> Tensor:
+        """``x + self(norm(x))``; without autograd in row bands (one row of halo for the depthwise conv).
+
+        Shapes:
+            x: ``[N, C, H, W]``.
+            return: ``[N, C, H, W]``.
+        """
+        if torch.is_grad_enabled():
+            return x + self(norm(x))
+        H, W = x.shape[2:]
+        out = torch.empty_like(x)
+        for r0, r1 in row_bands(H, W):
+            lo, hi = max(0, r0 - 1), min(H, r1 + 1)
+            out[:, :, r0:r1] = x[:, :, r0:r1] + self(norm(x[:, :, lo:hi]))[:, :, r0 - lo : r1 - lo]
+        return out
 
 
 # --------------------------------------------------------------------------------------------------
