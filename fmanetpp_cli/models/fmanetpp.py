@@ -39,7 +39,6 @@ from fmanetpp_cli.models.ete import ExposureEncoder
 from fmanetpp_cli.models.global_motion import neighbour_shifts
 from fmanetpp_cli.models.hrbp import EDGE_MODES, HRBPBlock
 from fmanetpp_cli.models.layers import (
-    INFERENCE_CHUNK,
     LAYERNORM_TYPES,
     RRDB,
     PixelShuffleBlock,
@@ -55,6 +54,7 @@ UPSAMPLERS = ("pixelshuffle", "light")
 
 BASE_UPSAMPLERS = ("bilinear", "bicubic")
 """The fixed x4 interpolation of ``X_i`` that the learned residual is added to (Eq. 8 says bilinear)."""
+
 
 @dataclass(frozen=True, slots=True)
 class FMANetPPConfig:
@@ -329,6 +329,7 @@ class RestorationNet(nn.Module):
             exposure: ``[B*T, d_u]`` or None.
             return: ``[B*T, 3, sH, sW]``.
         """
+
         def features(frame: Tensor, degradation: Tensor) -> Tensor:
             return self.feature_extractor(torch.cat((frame, degradation), dim=1))  # type: ignore[no-any-return]
 

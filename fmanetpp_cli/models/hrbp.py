@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from fmanetpp_cli.errors import ConfigError
 from fmanetpp_cli.models.ete import ExposureModulation
-from fmanetpp_cli.models.layers import RDB, Attention, FeedForward, LayerNorm, per_frame
+from fmanetpp_cli.models.layers import RDB, Attention, FeedForward, LayerNorm, per_frame, pointwise
 from fmanetpp_cli.models.warp import multi_flow_warp
 
 EDGE_MODES = ("replicate", "mask")
@@ -280,7 +280,10 @@ class HRBPBlock(nn.Module):
             kernel_features: ``[N, C, H, W]`` or None; exposure: ``[N, d_u]`` or None.
             return: ``[N, 6n + C, H, W]``: ``f^{j+1}`` then ``F^{j+1}``.
         """
-        fused = self.conv_fuse(torch.cat((features, from_prev, from_next), dim=1))  # [N, C, H, W]
+        both = torch.cat((features, from_prev, from_next), dim=1)  # [N, 3C, H, W]
+        fuse = self.conv_fuse
+        pointwise_fuse = fuse.kernel_size == (1, 1)
+        fused = pointwise(both, fuse.weight, fuse.bias) if pointwise_fuse else fuse(both)  # [N, C, H, W]
         if self.conv_f is not None:
             flow_mask = flow_mask + self.conv_f(torch.cat((flow_mask, fused), dim=1))  # [N, 6n, H, W]
         query = None if self.conv_kd is None else self.conv_kd(kernel_features)

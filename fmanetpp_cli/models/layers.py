@@ -61,6 +61,8 @@ class FrameConv3d(nn.Conv3d):
             return: ``[N, C_out, H, W]`` or ``[B, C_out, T, H, W]`` (same layout as ``x``).
         """
         if x.ndim == 4:
+            if self.kernel_size[1] == 1:
+                return pointwise(x, self.weight, self.bias)
             return F.conv2d(x, self.weight.squeeze(2), self.bias, padding=self.padding[1:])
         return super().forward(x)
 
@@ -84,11 +86,9 @@ def per_frame(fn: Callable[..., Tensor], *tensors: Tensor | None, chunk: int = I
         return: ``[B*T, ...]``.
     """
     N = next(t.shape[0] for t in tensors if t is not None)
-    if torch.is_grad_enabled() or N <= chunk:
+    if torch.is_grad_enabled() or chunk >= N:
         return fn(*tensors)
-    pieces = [
-        fn(*(None if t is None else t[i : i + chunk] for t in tensors)) for i in range(0, N, chunk)
-    ]
+    pieces = [fn(*(None if t is None else t[i : i + chunk] for t in tensors)) for i in range(0, N, chunk)]
     return torch.cat(pieces, dim=0)
 
 
@@ -105,6 +105,24 @@ def row_bands(height: int, width: int, pixels: int | None = None) -> list[tuple[
     pixels, at least one row each."""
     rows = max(1, (BAND_PIXELS if pixels is None else pixels) // max(1, width))
     return [(r, min(height, r + rows)) for r in range(0, height, rows)]
+
+
+def pointwise(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """A ``1x1`` convolution as a matrix product over the pixels of channels-last memory.
+
+    PyTorch 2.13 on the CPU sends a ``1x1`` ``conv2d`` on channels-last input to its slow reference
+    kernel (``_slow_conv2d_forward``): 12.4 ms for ``[1, 90, 64, 64] -> 239`` channels against 3.6 ms for
+    the same product through ``F.linear`` (1 thread). Other layouts use ``conv2d``.
+
+    Shapes:
+        x: ``[N, I, H, W]``; weight: ``[O, I]`` or ``[O, I, 1, 1]``; bias: ``[O]``.
+        return: ``[N, O, H, W]`` (channels last when ``x`` is).
+    """
+    w = weight.reshape(weight.shape[0], -1)  # [O, I]
+    pixels = x.permute(0, 2, 3, 1)  # [N, H, W, I]
+    if pixels.stride(-1) == 1 and pixels[0].is_contiguous():
+        return F.linear(pixels, w, bias).permute(0, 3, 1, 2)  # [N, O, H, W], channels last
+    return F.conv2d(x, w[:, :, None, None], bias)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -290,7 +308,7 @@ class RRDB(nn.Module):
         h = x
         for rdb, w in zip(self.RDBs, weights, strict=True):
             h = rdb(h)
-            part = F.conv2d(h, w[:, :, None, None])  # [N, dim, H, W]
+            part = pointwise(h, w)  # [N, dim, H, W]
             acc = part if acc is None else acc.add_(part)
         assert acc is not None  # num_rdb >= 1 (checked by the configs)
         if fuse.bias is not None:
@@ -344,15 +362,18 @@ class Attention(nn.Module):
             return: ``[N, C, H, W]``.
         """
         N, C, H, W = x.shape
-        q = self._heads(self.q_dwconv(self.q(x if query is None else query)))  # [N, head, c, H*W]
-        k, v = (self._heads(t) for t in self.kv_dwconv(self.kv_conv(x)).chunk(2, dim=1))
+        q_in = x if query is None else query
+        q = self._heads(self.q_dwconv(pointwise(q_in, self.q.weight, self.q.bias)))  # [N, head, c, H*W]
+        kv = self.kv_dwconv(pointwise(x, self.kv_conv.weight, self.kv_conv.bias))
+        k, v = (self._heads(t) for t in kv.chunk(2, dim=1))
         q = F.normalize(q, dim=-1)
         k = F.normalize(k, dim=-1)
         attn = (q @ k.transpose(-2, -1)) * self.temperature  # [N, head, c, c]
         # (attn @ v) computed transposed, so that the result lands in channels-last order for the 1x1 conv
         out = v.transpose(-2, -1) @ attn.softmax(dim=-1).transpose(-2, -1)  # [N, head, H*W, c]
         out = out.transpose(1, 2).reshape(N, H, W, C)  # [N, H, W, C]
-        return self.project_out(out.permute(0, 3, 1, 2))  # [N, C, H, W]
+        proj = self.project_out
+        return pointwise(out.permute(0, 3, 1, 2), proj.weight, proj.bias)  # [N, C, H, W]
 
     def residual(self, x: Tensor, norm: nn.Module, query: Tensor | None = None) -> Tensor:
         """``x + self(norm(x), query)``; without autograd in row bands, in two passes.
@@ -381,8 +402,10 @@ class Attention(nn.Module):
             lo, hi = max(0, r0 - 1), min(H, r1 + 1)
             inner = slice(r0 - lo, r1 - lo)
             xn = norm(x[:, :, lo:hi])
-            q = self.q_dwconv(self.q(xn if query is None else query[:, :, lo:hi]))[:, :, inner]
-            k, v = self.kv_dwconv(self.kv_conv(xn))[:, :, inner].chunk(2, dim=1)
+            q_in = xn if query is None else query[:, :, lo:hi]
+            q = self.q_dwconv(pointwise(q_in, self.q.weight, self.q.bias))[:, :, inner]
+            kv = self.kv_dwconv(pointwise(xn, self.kv_conv.weight, self.kv_conv.bias))
+            k, v = kv[:, :, inner].chunk(2, dim=1)
             qh, kh = self._heads(q), self._heads(k)  # [N, head, c, P]
             gram += qh @ kh.transpose(-2, -1)
             q_sq += qh.square().sum(-1, keepdim=True)
@@ -396,7 +419,8 @@ class Attention(nn.Module):
             P = (r1 - r0) * W
             vh = v_all[:, r0:r1].reshape(N, P, heads, c).transpose(1, 2)  # [N, head, P, c]
             o = (vh @ attn_t).transpose(1, 2).reshape(N, r1 - r0, W, C)  # [N, rows, W, C]
-            out[:, :, r0:r1] = x[:, :, r0:r1] + self.project_out(o.permute(0, 3, 1, 2))
+            proj = self.project_out
+            out[:, :, r0:r1] = x[:, :, r0:r1] + pointwise(o.permute(0, 3, 1, 2), proj.weight, proj.bias)
         return out
 
 
@@ -420,8 +444,9 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Shapes: x ``[N, C, H, W]`` -> ``[N, C, H, W]``."""
-        gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)  # 2 x [N, hidden, H, W]
-        return self.project_out(F.gelu(gate) * value)
+        h = self.dwconv(pointwise(x, self.project_in.weight, self.project_in.bias))
+        gate, value = h.chunk(2, dim=1)  # 2 x [N, hidden, H, W]
+        return pointwise(F.gelu(gate) * value, self.project_out.weight, self.project_out.bias)
 
     def residual(self, x: Tensor, norm: nn.Module) -> Tensor:
         """``x + self(norm(x))``; without autograd in row bands (one row of halo for the depthwise conv).
@@ -436,8 +461,29 @@ class FeedForward(nn.Module):
         out = torch.empty_like(x)
         for r0, r1 in row_bands(H, W):
             lo, hi = max(0, r0 - 1), min(H, r1 + 1)
-            out[:, :, r0:r1] = x[:, :, r0:r1] + self(norm(x[:, :, lo:hi]))[:, :, r0 - lo : r1 - lo]
+            out[:, :, r0:r1] = x[:, :, r0:r1] + self._split(norm(x[:, :, lo:hi]))[:, :, r0 - lo : r1 - lo]
         return out
+
+    def _split(self, x: Tensor) -> Tensor:
+        """:meth:`forward` with the gate and value halves convolved separately.
+
+        Each half is then a dense tensor, so the GELU and the product run on contiguous memory instead
+        of channel slices of one channels-last tensor (about 30 % faster on a 64x64 band, 1 thread).
+
+        Shapes:
+            x: ``[N, C, H, W]``.
+            return: ``[N, C, H, W]``.
+        """
+        hidden = self.project_out.in_channels
+        w_in, b_in = self.project_in.weight, self.project_in.bias
+        w_dw, b_dw = self.dwconv.weight, self.dwconv.bias
+
+        def half(part: slice) -> Tensor:
+            h = pointwise(x, w_in[part], None if b_in is None else b_in[part])  # [N, hidden, H, W]
+            return F.conv2d(h, w_dw[part], None if b_dw is None else b_dw[part], padding=1, groups=hidden)
+
+        gate, value = half(slice(0, hidden)), half(slice(hidden, 2 * hidden))
+        return pointwise(F.gelu(gate).mul_(value), self.project_out.weight, self.project_out.bias)
 
 
 # --------------------------------------------------------------------------------------------------
