@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from fmanetpp_cli import runtime
-from fmanetpp_cli.bench import parse_size
+from fmanetpp_cli.bench import parse_size, write_synthetic_clip
 from fmanetpp_cli.errors import ConfigError
 from tests.cli_run import run_cli
 
@@ -105,3 +107,47 @@ def test_thread_candidates() -> None:
     assert runtime.thread_candidates(2) == [1, 2]
     assert runtime.thread_candidates(6) == [1, 2, 4, 6]
     assert runtime.thread_candidates()[-1] == runtime.usable_cores()
+
+
+@pytest.fixture
+def restore_spy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
+    """`fmanetpp restore` with the model loading and the restore itself replaced; records the threads."""
+    import fmanetpp_cli.checkpoints as ckpt
+    import fmanetpp_cli.checkpoints.resolve as resolve
+    import fmanetpp_cli.cli.restore as cli_restore
+
+    seen: dict[str, Any] = {"src": tmp_path / "in.mp4"}
+    write_synthetic_clip(seen["src"], 16, 12, 2)
+    monkeypatch.setattr(resolve, "resolve_weights", lambda model, weights, offline=None: Path("toy"))
+    monkeypatch.setattr(ckpt, "load_model", lambda path, device="cpu": torch.nn.Identity())
+
+    def fake_restore(*args: object, **kwargs: object) -> object:
+        seen["threads"] = torch.get_num_threads()
+        return object()
+
+    monkeypatch.setattr(cli_restore, "restore_video", fake_restore)
+    monkeypatch.setattr(cli_restore, "render_summary", lambda report: None)
+    return seen
+
+
+def test_restore_threads_option(restore_spy: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    src = str(restore_spy["src"])
+    code, _, err = run_cli(
+        ["restore", src, str(restore_spy["src"].with_name("o.mp4")), "--threads", "1"], capsys
+    )
+    assert code == 0, err
+    assert restore_spy["threads"] == 1
+    assert "threads 1" in err and "probe" not in err
+    code, _, err = run_cli(["restore", src, "o2.mp4", "--threads", "0"], capsys)
+    assert code == 1 and "--threads" in err
+
+
+def test_restore_threads_default_is_the_probes_choice(
+    restore_spy: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "probe_threads", lambda: runtime.ThreadChoice(2, {1: 0.3, 2: 0.1}))
+    src = restore_spy["src"]
+    code, _, err = run_cli(["restore", str(src), str(src.with_name("o.mp4"))], capsys)
+    assert code == 0, err
+    assert restore_spy["threads"] == 2
+    assert "threads 2 (probe: 1: 300 ms, 2: 100 ms)" in err
