@@ -38,6 +38,7 @@ from fmanetpp_cli.errors import ConfigError, InputShapeError
 from fmanetpp_cli.models.ete import ExposureEncoder
 from fmanetpp_cli.models.global_motion import neighbour_shifts
 from fmanetpp_cli.models.hrbp import EDGE_MODES, HRBPBlock
+from fmanetpp_cli.models.layers import INFERENCE_CHUNK as INFERENCE_CHUNK  # re-exported (tests, callers)
 from fmanetpp_cli.models.layers import (
     LAYERNORM_TYPES,
     RRDB,
