@@ -367,13 +367,16 @@ def restore_command(
     """
     from fmanetpp_cli.checkpoints import load_model
     from fmanetpp_cli.checkpoints.resolve import resolve_weights
-    from fmanetpp_cli.runtime import set_threads, tune_allocator
+    from fmanetpp_cli.runtime import ThreadChoice, set_threads, tune_allocator
 
     tune_allocator()
-    choice = set_threads(threads)
-    if not quiet:
-        timed = ", ".join(f"{n}: {t * 1e3:.0f} ms" for n, t in choice.probe_seconds.items())
-        err.print(f"threads {choice.threads}" + (f" (probe: {timed})" if timed else ""), highlight=False)
+
+    def threads_note(choice: ThreadChoice) -> None:
+        """After a finished run (so that an error stays the only line on stderr): the threads used."""
+        if not quiet and not as_json:
+            timed = ", ".join(f"{n}: {t * 1e3:.0f} ms" for n, t in choice.probe_seconds.items())
+            err.print(f"threads {choice.threads}" + (f" (probe: {timed})" if timed else ""), highlight=False)
+
     options = RestoreOptions(
         scale=scale,
         chunk=chunk,
@@ -399,17 +402,21 @@ def restore_command(
         validate_folder_run(
             input, output, options, skip_existing=skip_existing, report_path=report, extension=ext
         )
+        choice = set_threads(threads)
         network = load_model(resolve_weights(model, weights, offline=offline or None), device="cpu")
         code = restore_directory(
             input, output, options, network, glob=glob, skip_existing=skip_existing, extension=ext,
             report_path=report, quiet=quiet, as_json=as_json,
         )  # fmt: skip
+        threads_note(choice)
         raise typer.Exit(code)
     if glob is not None or skip_existing or report is not None or ext is not None:
         raise ConfigError("--glob, --skip-existing, --report and --ext apply only when INPUT is a folder")
     probe(input)  # a bad input fails here, before any weights are fetched or loaded
+    choice = set_threads(threads)
     network = load_model(resolve_weights(model, weights, offline=offline or None), device="cpu")
     restore_one(input, output, options, network, quiet=quiet, as_json=as_json)
+    threads_note(choice)
 
 
 def register(app: typer.Typer) -> None:
