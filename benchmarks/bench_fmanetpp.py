@@ -21,6 +21,7 @@ Usage::
     python benchmarks/bench_fmanetpp.py --sizes 64x64 --frames 10 --repeats 2 --threads 1
     python benchmarks/bench_fmanetpp.py --profile 64x64              # where the time goes (FMA-Net++)
     python benchmarks/bench_fmanetpp.py --profile 64x64 --model fmanet
+    python benchmarks/bench_fmanetpp.py --baseline /tmp/old  # /tmp/old: `git worktree add` of an older commit
 """
 
 from __future__ import annotations
@@ -192,6 +193,12 @@ def main() -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the raw results here")
     parser.add_argument("--profile", metavar="HxW", help="profile one size instead of benchmarking")
     parser.add_argument("--model", default="fmanetpp-paper", help="model to profile")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run the first model from this folder's fmanetpp_cli (e.g. a `git worktree` of an older "
+        "commit), after the others at each size; reported as MODEL@baseline",
+    )
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "HxW"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -211,15 +218,21 @@ def main() -> None:
     print("| model | LR input | frames/pass | wall s/frame | CPU s/frame | peak MiB | activation MiB |")
     print("|---|---|---|---|---|---|---|")
     results: list[dict[str, Any]] = []
+    runs = [(name, None) for name in args.models]
+    if args.baseline:
+        runs.append((args.models[0], os.path.abspath(args.baseline)))
     for size in args.sizes:
-        for name in args.models:
+        for name, where in runs:
             cmd = [sys.executable, __file__, "--child", name, size, "--frames", str(args.frames)]
             cmd += ["--repeats", str(args.repeats), "--threads", str(args.threads)]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            env = None if where is None else {**os.environ, "PYTHONPATH": where}
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
             if done.returncode != 0:
                 print(f"| {name} | {size} | failed: {done.stderr.strip().splitlines()[-1:]} | | | | |")
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
+            if where is not None:
+                r["model"] = name = f"{name}@baseline"
             results.append(r)
             print(
                 f"| {name} | {size} | {r['frames_per_pass']} | {r['wall_s_per_frame']:.3f} | "
@@ -238,6 +251,12 @@ def main() -> None:
                 f"# {size}: {v1} / {pp} per output frame = {wall:.2f}x (wall), {cpu:.2f}x (CPU time); "
                 f"paper (GPU, 180x320): {paper:.1f}x"
             )
+    for size in args.sizes if args.baseline else []:
+        a, old = by_key.get((pp, size)), by_key.get((f"{pp}@baseline", size))
+        if a and old:
+            wall = old["wall_s_per_frame"] / a["wall_s_per_frame"]
+            cpu = old["cpu_s_per_frame"] / a["cpu_s_per_frame"]
+            print(f"# {size}: {pp} baseline / now = {wall:.2f}x (wall), {cpu:.2f}x (CPU time)")
     for r in results:
         rad = r["temporal_radius"]
         if r["outputs_per_pass"] > 1 and r["size"] == args.sizes[0]:

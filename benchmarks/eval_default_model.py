@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import subprocess
 import sys
@@ -148,10 +149,19 @@ def side_by_side(lr: np.ndarray, out: np.ndarray, gt: np.ndarray, crop: int = 19
 
 @torch.no_grad()
 def restore(
-    model: torch.nn.Module, lr: list[np.ndarray], exposure: str = "ete", ensemble: int = 1
+    model: torch.nn.Module,
+    lr: list[np.ndarray],
+    exposure: str = "ete",
+    ensemble: int = 1,
+    precision: str = "fp32",
 ) -> tuple[list[np.ndarray], float]:
     """Restore a whole clip in one pass (``ensemble`` mirrored passes averaged, as ``restore --ensemble``);
-    ``exposure`` picks the embedding variant. Returns frames, seconds."""
+    ``exposure`` picks the embedding variant; ``precision`` ``bf16`` runs under CPU autocast, as
+    ``restore --precision bf16`` does. Returns frames, seconds."""
+    if precision != "fp32":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            frames, secs = restore(model, lr, exposure, ensemble)
+        return frames, secs
     x = from_uint8(lr).transpose(0, 1)[None]  # [1, 3, T, h, w]
     t0 = time.perf_counter()
     u = None
@@ -205,16 +215,28 @@ def main() -> None:
     ap.add_argument("--set", choices=("validation", "test"), default="validation", dest="which")
     ap.add_argument("--repeat", action="store_true", help="test set: evaluate weights already logged")
     ap.add_argument("--png", type=Path, default=None, help="write bicubic|model|GT crops of some clips here")
+    ap.add_argument(
+        "--precision",
+        default="fp32",
+        help="fp32, bf16 (CPU autocast), or fp32,bf16: each clip restored in both, one after the other",
+    )
+    ap.add_argument("--no-ablation", action="store_true", help="skip the exposure ablation and the ETE k-NN")
     args = ap.parse_args()
+    precisions = args.precision.split(",")
+    if not set(precisions) <= {"fp32", "bf16"}:
+        ap.error(f"--precision takes fp32, bf16 or fp32,bf16, not {args.precision!r}")
     torch.set_num_threads(args.threads)
     tune_allocator()
     digest = check_once(args.weights, args.repeat) if args.which == "test" else None
     model = load_model(args.weights)
     clips = make_sets(args.work) if args.which == "validation" else test_sets(args.work)
     rows, ablation = [], []
-    for name, exposure, folder in clips:
+    warm = read_frames(clips[0][2] / "lr")
+    for precision in precisions:  # warm-up: kernel selection, allocator
+        restore(model, warm, precision=precision)
+    for (name, exposure, folder), precision in itertools.product(clips, precisions):
         lr, gt = read_frames(folder / "lr"), read_frames(folder / "gt")
-        out, secs = restore(model, lr, ensemble=args.ensemble)
+        out, secs = restore(model, lr, ensemble=args.ensemble, precision=precision)
         rep = evaluate_frames(out, gt, lr=lr)
         levels = "".join(
             str(f["exposure_level"]) for f in json.loads((folder / "degrade.json").read_text())["frames"]
@@ -225,20 +247,21 @@ def main() -> None:
             "levels": levels,
             "lr_size": list(lr[0].shape[:2]),
             "motion": testset.mean_flow(folder),
+            "precision": precision,
             "seconds": secs,
         }
         row.update(rep.mean)
         row.update({"tof": rep.tof, "tof_bicubic": rep.tof_bicubic})
         rows.append(row)
-        if args.png is not None and exposure == "random":
+        if args.png is not None and exposure == "random" and precision == "fp32":
             args.png.mkdir(parents=True, exist_ok=True)
             mid = len(out) // 2
             write_png(args.png / f"{name}-{exposure}.png", side_by_side(lr[mid], out[mid], gt[mid]))
         print(
-            f"{name:15s} {exposure:6s} model {rep.mean['psnr_rgb']:.2f} "
-            f"bicubic {rep.mean['bicubic_psnr_rgb']:.2f}"
+            f"{name:15s} {exposure:6s} {precision} model {rep.mean['psnr_rgb']:.3f} "
+            f"bicubic {rep.mean['bicubic_psnr_rgb']:.2f} {secs:.2f} s"
         )
-        if exposure == "random" and model.ete is not None:
+        if exposure == "random" and model.ete is not None and not args.no_ablation and precision == "fp32":
             for variant in ("ete", "zero", "mean", "shuffled"):
                 out_v, _ = restore(model, lr, variant, args.ensemble)
                 rep_v = evaluate_frames(out_v, gt, with_tof=True)
@@ -259,7 +282,7 @@ def main() -> None:
         "rows": rows,
         "ablation": ablation,
     }
-    if model.ete is not None:
+    if model.ete is not None and not args.no_ablation:
         result["ete_knn"] = ete_knn(model, clips)
     (args.json or args.work / "results.json").write_text(json.dumps(result, indent=1))
     if digest is not None:
@@ -290,6 +313,24 @@ def print_markdown(result: dict) -> None:
         f"\nmean PSNR model {m:.2f} dB, bicubic {b:.2f} dB, gain {m - b:+.2f} dB; "
         f"smallest per-clip gain {worst:+.2f} dB"
     )
+    by_precision: dict[str, list[dict]] = {}
+    for r in rows:
+        by_precision.setdefault(r.get("precision", "fp32"), []).append(r)
+    if len(by_precision) > 1:
+        for p, rs in by_precision.items():
+            print(
+                f"{p}: mean PSNR {np.mean([r['psnr_rgb'] for r in rs]):.3f} dB, "
+                f"model time {sum(r['seconds'] for r in rs):.2f} s over {len(rs)} clips"
+            )
+        if {"fp32", "bf16"} <= set(by_precision):
+            a, b = by_precision["fp32"], by_precision["bf16"]
+            speed = sum(r["seconds"] for r in a) / sum(r["seconds"] for r in b)
+            drop = max(x["psnr_rgb"] - y["psnr_rgb"] for x, y in zip(a, b, strict=True))
+            mean_drop = np.mean([r["psnr_rgb"] for r in a]) - np.mean([r["psnr_rgb"] for r in b])
+            print(
+                f"bf16 / fp32: {speed:.2f}x as fast; mean PSNR {-mean_drop:+.3f} dB, "
+                f"largest per-clip loss {drop:.3f} dB"
+            )
     if "ete_knn" in result:
         e = result["ete_knn"]
         print(

@@ -10,6 +10,9 @@ at its high-water mark instead of shrinking between passes.
 
 Only glibc on Linux is tuned (``mallopt``); elsewhere :func:`tune_allocator` does nothing. Set the
 environment variable ``FMANETPP_MALLOC_TUNING=0`` to switch it off.
+
+:func:`set_threads` sets torch's thread count, by default to the fastest that a short probe measures on
+the machine as it is loaded now (:func:`probe_threads`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fmanetpp_cli.errors import ConfigError
 
 ENV_SWITCH = "FMANETPP_MALLOC_TUNING"
 
@@ -62,3 +70,111 @@ def tune_allocator() -> bool:
     ok = libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok
     _applied = ok
     return ok
+
+
+# --------------------------------------------------------------------------------------------------
+# Torch threads
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadChoice:
+    """The torch thread count in force and how it was chosen.
+
+    Attributes:
+        threads: intra-op threads set with ``torch.set_num_threads``.
+        probe_seconds: per candidate, the best time of the probe workload (empty when ``threads`` was
+            given, not measured).
+    """
+
+    threads: int
+    probe_seconds: dict[int, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (``probe_seconds`` keys as strings)."""
+        return {"threads": self.threads, "probe_seconds": {str(k): v for k, v in self.probe_seconds.items()}}
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def thread_candidates(cores: int | None = None) -> list[int]:
+    """1, 2, 4, ... up to the usable cores, and the core count itself."""
+    cores = usable_cores() if cores is None else max(1, cores)
+    out, n = [], 1
+    while n < cores:
+        out.append(n)
+        n *= 2
+    return [*out, cores]
+
+
+def _probe_workload() -> None:
+    """Many small parallel operations, as in a restore pass (each pays the threads' synchronisation)."""
+    import torch
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 24, 48, 48, generator=gen)
+    w = torch.rand(24, 24, 3, 3, generator=gen) / 100
+    with torch.no_grad():
+        for _ in range(12):
+            x = F.leaky_relu(F.conv2d(x, w, padding=1), 0.2)
+
+
+def probe_threads(candidates: list[int] | None = None, repeats: int = 3) -> ThreadChoice:
+    """Time a short workload with each candidate thread count (interleaved) and pick the fastest.
+
+    On a 2-core machine shared with other jobs, two threads wait for each other at every parallel
+    operation, and one thread has been several times faster (docs/benchmarks.md); on an idle machine
+    more threads win. Measuring takes a fraction of a second and follows the machine as it is now. The
+    thread count in force before the call is restored.
+
+    Args:
+        candidates: thread counts to try (default :func:`thread_candidates`).
+        repeats: timed rounds; the best time of each candidate is kept. A candidate more than twice as
+            slow as the best leaves the race after a round.
+
+    Returns:
+        The fastest candidate and every candidate's best time.
+    """
+    import torch
+
+    cands = sorted(set(candidates or thread_candidates()))
+    before = torch.get_num_threads()
+    best: dict[int, float] = {n: float("inf") for n in cands}
+    try:
+        for n in cands:  # warm-up: thread pool start, kernel selection
+            torch.set_num_threads(n)
+            _probe_workload()
+        racing = list(cands)
+        for _ in range(repeats):
+            for n in racing:
+                torch.set_num_threads(n)
+                t0 = time.perf_counter()
+                _probe_workload()
+                best[n] = min(best[n], time.perf_counter() - t0)
+            # a candidate twice as slow as the best is out (a loaded machine makes it very slow)
+            racing = [n for n in racing if best[n] <= 2 * min(best.values())]
+    finally:
+        torch.set_num_threads(before)
+    fastest = min(cands, key=lambda n: (best[n], n))
+    return ThreadChoice(threads=fastest, probe_seconds=best)
+
+
+def set_threads(threads: int | None) -> ThreadChoice:
+    """Set torch's intra-op thread count: ``threads``, or with None the fastest measured by the probe.
+
+    Raises:
+        ConfigError: ``threads`` below 1.
+    """
+    import torch
+
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    choice = ThreadChoice(threads=threads) if threads is not None else probe_threads()
+    torch.set_num_threads(choice.threads)
+    return choice

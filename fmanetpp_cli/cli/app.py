@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fmanetpp_cli.cli.degrade",
     "fmanetpp_cli.cli.evaluate",
     "fmanetpp_cli.cli.train",
+    "fmanetpp_cli.cli.bench",
 )
 
 app = typer.Typer(

@@ -26,7 +26,6 @@ depends on ``i - 2M .. i + 2M`` (``temporal_radius = 2 * num_blocks``; 8 for the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +39,14 @@ from fmanetpp_cli.models.ete import ExposureEncoder
 from fmanetpp_cli.models.fused import ComposedKernelCache, redo_border
 from fmanetpp_cli.models.global_motion import neighbour_shifts
 from fmanetpp_cli.models.hrbp import EDGE_MODES, HRBPBlock
-from fmanetpp_cli.models.layers import LAYERNORM_TYPES, RRDB, PixelShuffleBlock, compose_kernels
+from fmanetpp_cli.models.layers import INFERENCE_CHUNK as INFERENCE_CHUNK  # re-exported (tests, callers)
+from fmanetpp_cli.models.layers import (
+    LAYERNORM_TYPES,
+    RRDB,
+    PixelShuffleBlock,
+    compose_kernels,
+    per_frame,
+)
 from fmanetpp_cli.models.reblur import exposure_aware_fgdf
 
 MIN_SIZE = 2
@@ -50,24 +56,6 @@ UPSAMPLERS = ("pixelshuffle", "light")
 
 BASE_UPSAMPLERS = ("bilinear", "bicubic")
 """The fixed x4 interpolation of ``X_i`` that the learned residual is added to (Eq. 8 says bilinear)."""
-
-INFERENCE_CHUNK = 2
-"""Frames per piece for the per-frame heads when autograd is off (bounds the peak memory at inference)."""
-
-
-def per_frame(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """Apply a per-frame function to ``x`` (frames folded into the batch), in pieces when autograd is off.
-
-    Without autograd nothing needs the full-sequence intermediates (the ``3 k_d^2``-channel kernels, the
-    HR feature maps of the upsampler), so only ``INFERENCE_CHUNK`` frames of them exist at a time.
-
-    Shapes:
-        x: ``[B*T, ...]``.
-        return: ``[B*T, ...]``.
-    """
-    if torch.is_grad_enabled() or x.shape[0] <= INFERENCE_CHUNK:
-        return fn(x)
-    return torch.cat([fn(piece) for piece in x.split(INFERENCE_CHUNK)], dim=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +265,7 @@ class DegradationNet(nn.Module):
             exposure: ``[B*T, d_u]`` or None.
             return: ``([B*T, C, H, W], [B*T, 6n, H, W])``.
         """
-        feats = self.feature_extractor(x)  # [B*T, C, H, W]
+        feats = per_frame(self.feature_extractor, x)  # [B*T, C, H, W]
         flow_mask = self.initial_flow_mask(feats, x, num_frames)  # [B*T, 6n, H, W]
         for block in self.hrbp_blocks:
             feats, flow_mask = block(feats, flow_mask, num_frames=num_frames, exposure=exposure)
@@ -343,7 +331,11 @@ class RestorationNet(nn.Module):
             exposure: ``[B*T, d_u]`` or None.
             return: ``[B*T, 3, sH, sW]``.
         """
-        feats = self.feature_extractor(torch.cat((x, degradation_features), dim=1))  # [B*T, C, H, W]
+
+        def features(frame: Tensor, degradation: Tensor) -> Tensor:
+            return self.feature_extractor(torch.cat((frame, degradation), dim=1))  # type: ignore[no-any-return]
+
+        feats = per_frame(features, x, degradation_features)  # [B*T, C, H, W]
         for block in self.hrbp_blocks:
             feats, flow_mask = block(
                 feats, flow_mask, num_frames=num_frames, exposure=exposure, kernel_features=kernel_features
@@ -528,7 +520,7 @@ class FMANetPP(nn.Module):
             if torch.is_grad_enabled():
                 out["_kernel_features"] = net_r.kernel_encoder(net_d.d_conv(feats))  # [B*T, C, H, W]
             else:
-                out["_kernel_features"] = self._kernel_features_fused(feats)  # [B*T, C, H, W]
+                out["_kernel_features"] = per_frame(self._kernel_features_fused, feats)  # [B*T, C, H, W]
             return out
         kernels = net_d.d_conv(feats)  # [B*T, 3 k_d^2, H, W]
         image_fm = net_d.f_conv(flow_mask)  # [B*T, 6, H, W]

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from fmanetpp_cli.errors import ConfigError
 from fmanetpp_cli.models.ete import ExposureModulation
-from fmanetpp_cli.models.layers import RDB, Attention, FeedForward, LayerNorm
+from fmanetpp_cli.models.layers import RDB, Attention, FeedForward, LayerNorm, per_frame, pointwise
 from fmanetpp_cli.models.warp import multi_flow_warp
 
 EDGE_MODES = ("replicate", "mask")
@@ -85,13 +85,13 @@ class MultiAttentionLayer(nn.Module):
             kernel_query: ``[N, C, H, W]``; required when degradation-aware, ignored otherwise.
             return: ``[N, C, H, W]``.
         """
-        x = x + self.attn(self.norm1(x))
-        x = x + self.ffn1(self.norm2(x))
+        x = self.attn.residual(x, self.norm1)  # x + attn(norm1(x)), in bands without autograd
+        x = self.ffn1.residual(x, self.norm2)
         if self.degradation_aware:
             if kernel_query is None:
                 raise ConfigError("a degradation-aware attention layer needs the kernel query")
-            x = x + self.da_attn(self.norm3(x), kernel_query)
-            x = x + self.ffn2(self.norm4(x))
+            x = self.da_attn.residual(x, self.norm3, kernel_query)
+            x = self.ffn2.residual(x, self.norm4)
         return x
 
 
@@ -251,23 +251,45 @@ class HRBPBlock(nn.Module):
             return: ``([B*T, C, H, W], [B*T, 6n, H, W])``.
         """
         if self.rdb is not None:
-            features = self.rdb(features)
+            features = per_frame(self.rdb, features)
         from_prev, from_next = warp_neighbours(
             features, flow_mask, num_frames=num_frames, num_flow=self.num_flow, edge_mode=self.edge_mode
         )
-        fused = self.conv_fuse(torch.cat((features, from_prev, from_next), dim=1))  # [B*T, C, H, W]
+        if self.conv_kd is not None and kernel_features is None:
+            raise ConfigError("a degradation-aware HRBP block needs the kernel features")
+        if self.etm is not None and exposure is None:
+            raise ConfigError("an HRBP block with exposure modulation needs the exposure embeddings")
+        both = per_frame(self._refine, features, from_prev, from_next, flow_mask, kernel_features, exposure)
+        n6 = flow_mask.shape[1]
+        return both[:, n6:], both[:, :n6]
+
+    def _refine(
+        self,
+        features: Tensor,
+        from_prev: Tensor,
+        from_next: Tensor,
+        flow_mask: Tensor,
+        kernel_features: Tensor | None,
+        exposure: Tensor | None,
+    ) -> Tensor:
+        """Steps 3-6 for some frames (each frame on its own), flow-masks and features in one tensor.
+
+        Shapes:
+            features, from_prev, from_next: ``[N, C, H, W]``.
+            flow_mask: ``[N, 6n, H, W]``.
+            kernel_features: ``[N, C, H, W]`` or None; exposure: ``[N, d_u]`` or None.
+            return: ``[N, 6n + C, H, W]``: ``f^{j+1}`` then ``F^{j+1}``.
+        """
+        both = torch.cat((features, from_prev, from_next), dim=1)  # [N, 3C, H, W]
+        fuse = self.conv_fuse
+        pointwise_fuse = fuse.kernel_size == (1, 1)
+        fused = pointwise(both, fuse.weight, fuse.bias) if pointwise_fuse else fuse(both)  # [N, C, H, W]
         if self.conv_f is not None:
-            flow_mask = flow_mask + self.conv_f(torch.cat((flow_mask, fused), dim=1))  # [B*T, 6n, H, W]
-        query = None
-        if self.conv_kd is not None:
-            if kernel_features is None:
-                raise ConfigError("a degradation-aware HRBP block needs the kernel features")
-            query = self.conv_kd(kernel_features)
+            flow_mask = flow_mask + self.conv_f(torch.cat((flow_mask, fused), dim=1))  # [N, 6n, H, W]
+        query = None if self.conv_kd is None else self.conv_kd(kernel_features)
         out = fused
         for layer in self.attn_layers:
             out = layer(out, query)
         if self.etm is not None:
-            if exposure is None:
-                raise ConfigError("an HRBP block with exposure modulation needs the exposure embeddings")
             out = self.etm(out, exposure)
-        return out, flow_mask
+        return torch.cat((flow_mask, out), dim=1)  # [N, 6n + C, H, W]
