@@ -2,7 +2,7 @@
 
 Two sets (docs/results.md, "Three sets"): ``--set validation`` (the default) is the 12 clips below, which
 chose between v2-v5 and their recipes and now choose checkpoints, recipes and presets; ``--set test`` is
-the 21 clips of ``benchmarks/testset.py``, evaluated once per shipped model (each evaluation is logged in
+the 20 clips of ``benchmarks/testset.py``, evaluated once per shipped model (each evaluation is logged in
 ``benchmarks/testset-log.json``; a second one of the same weights is refused unless ``--repeat``).
 
 Validation material (none of it used in training, see fmanetpp_cli/train/configs/default-small.toml):
