@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,31 @@ def v1_reference() -> Path:
     if not V1_REFERENCE.is_dir():
         pytest.skip(f"FMA-Net v1 reference data not found at {V1_REFERENCE} (needs ../shared)")
     return V1_REFERENCE
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads, then restore the count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a test: on a busy 2-core machine two run tiny training steps ~10x slower."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_module() -> Iterator[None]:
+    """One thread for a whole module of tiny networks: two only add sync cost on a shared machine."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ it on seeded random weights and on the bundled weights.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +26,7 @@ from fmanetpp_cli.models.fmanetpp import PRESETS, FMANetPP
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def _conv(m: torch.nn.Module, x: Tensor) -> Tensor:

@@ -190,15 +190,6 @@ def test_clips_are_deterministic_and_carry_flows(tmp_path) -> None:
     assert not torch.equal(batch_at(ds, 6, 2)["lr"], a["lr"])
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine two threads run these tiny steps ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("stage", ["ete", "net_d", "joint"])
 def test_each_stage_reduces_its_loss_on_a_fixed_batch(tmp_path, stage: str, one_thread) -> None:
     torch.manual_seed(0)
