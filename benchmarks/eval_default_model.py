@@ -100,18 +100,22 @@ def test_sets(work: Path) -> list[tuple[str, str, Path]]:
 LOG = Path(__file__).with_name("testset-log.json")
 
 
+def _logged() -> list[dict]:
+    """The test-set evaluations logged so far."""
+    return json.loads(LOG.read_text()) if LOG.exists() else []
+
+
 def check_once(weights: Path, repeat: bool) -> str:
     """The weights' sha256; refuses a test-set evaluation of weights already in the log (unless repeat)."""
     digest = sha256_file(weights)
-    logged = json.loads(LOG.read_text()) if LOG.exists() else []
-    if any(e["sha256"] == digest for e in logged) and not repeat:
+    if any(e["sha256"] == digest for e in _logged()) and not repeat:
         raise SystemExit(f"{weights}: already evaluated on the test set ({LOG.name}); --repeat to re-check")
     return digest
 
 
 def log_once(weights: Path, digest: str, result: dict) -> None:
     """Append one test-set evaluation to the log (never a repeat of the same weights)."""
-    logged = json.loads(LOG.read_text()) if LOG.exists() else []
+    logged = _logged()
     if any(e["sha256"] == digest for e in logged):
         return
     rows = result["rows"]
