@@ -95,6 +95,39 @@ def test_a_source_smaller_than_the_patch_is_refused_by_name(tmp_path) -> None:
         load_sources(cfg.data.sources, 2, hr_patch=64)
 
 
+def test_a_source_can_set_its_own_downscale(tmp_path) -> None:
+    raw = tiny_config(tmp_path, joint=1)
+    path = raw["data"]["sources"][0]
+    raw["data"]["sources"] = [{"path": path, "downscale": 2}, path]
+    cfg = config_from_dict(raw)
+    shapes = [s.shape[-2:] for s in load_sources(cfg.data.sources, 1)]
+    assert shapes == [(48, 48), (96, 96)]  # the first keeps its own factor, the second the data's
+    with pytest.raises(ConfigError, match="downscale"):
+        config_from_dict({**raw, "data": {**raw["data"], "sources": [{"path": path, "downscale": 0}]}})
+
+
+def test_colour_jitter_changes_lr_and_gt_together_and_nothing_else(tmp_path) -> None:
+    raw = tiny_config(tmp_path, joint=1)
+    plain_cfg = config_from_dict(raw)
+    jit_cfg = config_from_dict({**raw, "data": {**raw["data"], "colour_jitter": 0.3}})
+    sources = load_sources(plain_cfg.data.sources, 1)
+    plain = DegradedClips(sources, plain_cfg.data, seed=2)[7]
+    jit, again = (
+        DegradedClips(sources, jit_cfg.data, seed=2)[7],
+        DegradedClips(sources, jit_cfg.data, seed=2)[7],
+    )
+    assert torch.equal(jit["gt"], again["gt"])  # still a pure function of (seed, index)
+    assert torch.equal(jit["levels"], plain["levels"]) and torch.equal(jit["flow_next"], plain["flow_next"])
+    assert not torch.allclose(jit["gt"], plain["gt"], atol=1e-3)
+    assert float(jit["gt"].min()) >= 0.0 and float(jit["gt"].max()) <= 1.0
+    # LR and GT moved together: the channel means of both shift the same way.
+    dg = jit["gt"].mean(dim=(1, 2, 3)) - plain["gt"].mean(dim=(1, 2, 3))
+    dl = jit["lr"].mean(dim=(1, 2, 3)) - plain["lr"].mean(dim=(1, 2, 3))
+    assert torch.allclose(dg, dl, atol=0.02) and float(dg.abs().max()) > 0.01
+    with pytest.raises(ConfigError, match="colour_jitter"):
+        config_from_dict({**raw, "data": {**raw["data"], "colour_jitter": 0.9}})
+
+
 def test_source_weights_set_the_sampling_shares(tmp_path) -> None:
     a, b = still(tmp_path / "a.png", 0), still(tmp_path / "b.png", 1)
     raw = tiny_config(tmp_path, joint=1)

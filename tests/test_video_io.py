@@ -252,3 +252,27 @@ def test_choose_pix_fmt_keeps_bit_depth_and_chroma() -> None:
     assert choose_pix_fmt("h264_nvenc", "yuv420p10le") == "p010le"
     assert choose_pix_fmt("libx264", "yuvj420p") == "yuv420p"
     assert choose_pix_fmt("libx264", "yuv420p", "yuv444p") == "yuv444p"
+
+
+def test_a_png_with_an_icc_profile_is_read_without_crashing(tmp_path) -> None:
+    """PyAV 16.1 segfaults when the side data of such a frame is collected: probe must not touch it."""
+    import subprocess
+    import sys
+
+    from PIL import Image, ImageCms
+
+    path = tmp_path / "icc.png"
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.new("RGB", (64, 48), (200, 40, 90)).save(path, icc_profile=icc)
+    code = (
+        "import gc, sys\n"
+        "from fmanetpp_cli.synth.io import read_frames\n"
+        "from fmanetpp_cli.video import probe\n"
+        "info = probe(sys.argv[1]); frames = read_frames(sys.argv[1]); gc.collect()\n"
+        "print(info.width, info.height, frames[0][0, 0].tolist())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["64", "48", "[200,", "40,", "90]"]

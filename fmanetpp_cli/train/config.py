@@ -33,10 +33,13 @@ class SourceSpec:
     stop: int | None = None  # exclusive; None = to the end
     step: int = 1  # keep every step-th frame (as stills for the camera recipe)
     weight: float | None = None  # sampling weight; None = its frame count (every frame equally likely)
+    downscale: int | None = None  # this source's area-downscale; None = data.downscale
 
     def __post_init__(self) -> None:
         if self.start < 0 or self.step < 1 or (self.stop is not None and self.stop <= self.start):
             raise ConfigError(f"source {self.path}: need 0 <= start < stop and step >= 1")
+        if self.downscale is not None and self.downscale < 1:
+            raise ConfigError(f"source {self.path}: downscale must be >= 1, got {self.downscale}")
         if self.weight is not None and not self.weight > 0:
             raise ConfigError(f"source {self.path}: weight must be > 0, got {self.weight}")
 
@@ -62,6 +65,7 @@ class DataConfig:
     time_offset_max: float = 0.0  # camera recipe: start each clip at t0 ~ U[0, this] on its path (data.py)
     noise_sigma: float = 0.0  # max Gaussian noise on LR (8-bit levels), drawn uniformly per clip
     flip: bool = True  # random horizontal / vertical flips (flows flipped with them)
+    colour_jitter: float = 0.0  # per-clip colour change of the sharp source (data.py); 0 = off
     val_clips: int = 8  # fixed validation clips drawn from val_sources
 
     def __post_init__(self) -> None:
@@ -75,6 +79,8 @@ class DataConfig:
             raise ConfigError("data.time_offset_max must be >= 0")
         if not 0.0 <= self.random_exposure_prob <= 1.0:
             raise ConfigError("data.random_exposure_prob must be in [0, 1]")
+        if not 0.0 <= self.colour_jitter <= 0.5:
+            raise ConfigError("data.colour_jitter must be in [0, 0.5]")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,11 @@ seen, and every process under ``torchrun`` draws different indices.
 Each clip has one exposure level (REDS-ME) or, with probability ``random_exposure_prob``, a random-walk
 schedule (REDS-RE).
 
+``colour_jitter`` (j): before degradation, each clip's sharp source gets a random per-channel gain and
+brightness (both ``exp(U[-j, j])``), saturation ``1 + U[-j, j]`` and gamma ``exp(U[-j/2, j/2])``, clamped
+to [0, 1], so that LR and GT change together. Its numbers come from a generator of their own,
+``(seed, index, 1)``, so switching it on leaves every other draw of a sample unchanged.
+
 ``time_offset_max``: a camera path accelerates for the whole clip, so the last frames of a 20-frame
 ``degrade`` clip move much faster than any frame of a 6-frame training clip drawn from the same bounds
 (measured on the test set: up to 12 LR px per frame against about 7). A clip that starts at a random time
@@ -52,15 +57,26 @@ def load_sources(specs: tuple[SourceSpec, ...], downscale: int, hr_patch: int = 
     for spec in specs:
         count = None if spec.stop is None else spec.stop - spec.start
         frames = read_frames(spec.path, start=spec.start, count=count)[:: spec.step]
-        src = prepare_source(frames, downscale, SCALE)
+        factor = downscale if spec.downscale is None else spec.downscale
+        src = prepare_source(frames, factor, SCALE)
         h, w = src.shape[-2:]
         if min(h, w) < hr_patch:
             raise InputShapeError(
-                f"{spec.path}: {w}x{h} after downscale {downscale} "
-                f"is smaller than the {hr_patch}-pixel HR patch"
+                f"{spec.path}: {w}x{h} after downscale {factor} is smaller than the {hr_patch}-pixel HR patch"
             )
         out.append(src)
     return out
+
+
+def jitter_colours(x: Tensor, amount: float, rng: np.random.Generator) -> Tensor:
+    """A random colour change of sharp frames ``x [..., 3, H, W]`` in [0, 1] (see the module docstring)."""
+    gain = np.exp(rng.uniform(-amount, amount, size=3)) * np.exp(rng.uniform(-amount, amount))
+    saturation = 1.0 + rng.uniform(-amount, amount)
+    gamma = float(np.exp(rng.uniform(-amount / 2, amount / 2)))
+    y = x * torch.tensor(gain, dtype=x.dtype)[:, None, None]
+    grey = y.mean(dim=-3, keepdim=True)
+    y = (grey + saturation * (y - grey)).clamp(0.0, 1.0)
+    return y**gamma
 
 
 @dataclass
@@ -122,16 +138,23 @@ class DegradedClips(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def _jitter(self, x: Tensor, index: int) -> Tensor:
+        if self.cfg.colour_jitter <= 0:
+            return x
+        return jitter_colours(x, self.cfg.colour_jitter, np.random.default_rng([self.seed, index, 1]))
+
     def _levels(self, rng: np.random.Generator) -> list[int]:
         T = self.cfg.frames
         if rng.uniform() < self.cfg.random_exposure_prob:
             return random_schedule(T, rng)
         return fixed_schedule(T, int(rng.integers(1, 6)))
 
-    def _camera(self, src: Tensor, rng: np.random.Generator, levels: list[int]) -> dict[str, Tensor]:
+    def _camera(
+        self, src: Tensor, rng: np.random.Generator, levels: list[int], index: int
+    ) -> dict[str, Tensor]:
         N, _, H, W = src.shape
         hr = self.cfg.lr_patch * SCALE
-        still = src[int(rng.integers(N))]
+        still = self._jitter(src[int(rng.integers(N))], index)
         traj = Trajectory.random(rng, self.motion)
         if self.cfg.time_offset_max > 0:  # acceleration has built up, as in the late frames of a long clip
             traj = traj.advanced(float(rng.uniform(0, self.cfg.time_offset_max)))
@@ -156,7 +179,7 @@ class DegradedClips(torch.utils.data.Dataset):
             "valid": torch.tensor(True),
         }
 
-    def _hfr(self, src: Tensor, rng: np.random.Generator, levels: list[int]) -> dict[str, Tensor]:
+    def _hfr(self, src: Tensor, rng: np.random.Generator, levels: list[int], index: int) -> dict[str, Tensor]:
         T, step = self.cfg.frames, self.cfg.hfr_interval
         span = (T - 1) * step + frames_in_window(5, step)
         if src.shape[0] < span:
@@ -165,7 +188,7 @@ class DegradedClips(torch.utils.data.Dataset):
         hr = self.cfg.lr_patch * SCALE
         top = int(rng.integers(src.shape[-2] - hr + 1))
         left = int(rng.integers(src.shape[-1] - hr + 1))
-        window = src[first : first + span, :, top : top + hr, left : left + hr]
+        window = self._jitter(src[first : first + span, :, top : top + hr, left : left + hr], index)
         blurry, sharp = average_exposures(window, levels, interval=step)
         zeros = torch.zeros(T, 2, hr // SCALE, hr // SCALE)
         return {
@@ -181,7 +204,8 @@ class DegradedClips(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, int(index)])
         src = self.sources[int(rng.choice(len(self.sources), p=self.weights))]
         levels = self._levels(rng)
-        d = self._camera(src, rng, levels) if self.cfg.recipe == "camera" else self._hfr(src, rng, levels)
+        make = self._camera if self.cfg.recipe == "camera" else self._hfr
+        d = make(src, rng, levels, int(index))
         lr, gt, fp, fn = d["lr"], d["gt"], d["flow_prev"], d["flow_next"]
         if self.cfg.noise_sigma > 0:
             gen = torch.Generator().manual_seed(int(rng.integers(2**62)))

@@ -330,10 +330,20 @@ def probe(path: PathLike) -> VideoInfo:
             chapters=_chapters(container),
             sample_aspect_ratio=_sar(vs),
             file_end=file_end,
-            hdr=_hdr_from_frame(first) if first is not None else None,
+            hdr=_hdr_from_frame(first) if first is not None and _may_carry_hdr(ctx.name, pix_fmt) else None,
         )
     finally:
         container.close()
+
+
+# Still-image codecs: their frames carry no HDR10 metadata, and the ICC profile of a PNG crashes PyAV
+# 16.1 (a segfault when the side-data container is garbage-collected; skimage's astronaut.png).
+_STILL_CODECS = frozenset({"png", "apng", "mjpeg", "jpegls", "jpeg2000", "tiff", "bmp", "webp", "gif", "qoi"})
+
+
+def _may_carry_hdr(codec: str, pix_fmt: str) -> bool:
+    """Whether a frame's side data is worth reading for HDR10 metadata (video codecs, 10 bits or more)."""
+    return codec not in _STILL_CODECS and bit_depth_of(pix_fmt) > 8
 
 
 def _hdr_from_frame(frame: av.VideoFrame) -> HdrMetadata | None:
@@ -387,10 +397,15 @@ def _describe_streams(container: Any) -> str:
 
 
 def _first_frame(container: Any, stream: Any, path: Path) -> av.VideoFrame | None:
-    """Decode the first frame of ``stream`` (None when the stream yields no frame at all)."""
+    """Decode the first frame of ``stream`` (None when the stream yields no frame at all).
+
+    The decode generator is closed here, before the caller closes the container: one left suspended
+    and finalised later by the garbage collector crashes PyAV 16 (measured with still images).
+    """
+    frames = container.decode(stream)
     try:
-        for frame in container.decode(stream):
-            return frame
+        return next(frames, None)
     except av.error.FFmpegError as e:
         raise UnsupportedVideoError(f"{path}: cannot decode the video stream ({e})") from e
-    return None
+    finally:
+        frames.close()
