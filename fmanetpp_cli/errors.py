@@ -106,3 +106,11 @@ class VideoDecodeError(VideoError):
 
 class VideoWriteError(VideoError, OSError):
     """The output cannot be written (unwritable folder, encoder failure, failed verification)."""
+
+
+class MissingExtraError(FMANetError, ImportError):
+    """An optional feature used without its extra installed (the message names the ``pip install``)."""
+
+
+class ClusterError(FMANetError, ConnectionError):
+    """A distributed run could not reach, or start, its cluster (Ray)."""

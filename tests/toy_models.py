@@ -2,10 +2,15 @@
 
 Each has a known temporal reach, so stitching errors show up: ``ToySequence`` mixes ``radius`` neighbours,
 ``ToyWindow`` weighs a window of ``num_seq`` frames, ``Identity4`` (and ``CountingIdentity4``, which counts
-its calls) returns its input x4 nearest, exactly.
+its calls) returns its input x4 nearest, exactly. ``DiesOnce`` kills its own process part way through a
+restore, once (a worker lost mid-task).
 """
 
 from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -88,4 +93,26 @@ class CountingIdentity4(Identity4):
     def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """Shapes: x ``[B, 3, T, H, W]`` -> output ``[B, 3, T, 4H, 4W]``."""
         self.calls += 1
+        return super().forward(x)
+
+
+class DiesOnce(ToySequence):
+    """``ToySequence`` whose process kills itself (SIGKILL) at its ``at``-th forward pass, once only.
+
+    ``marker`` is created just before the kill: it says the kill happened and keeps every later process
+    (the retry) alive.
+    """
+
+    def __init__(self, marker: Path, at: int = 2, radius: int = 2) -> None:
+        super().__init__(radius=radius)
+        self.marker = str(marker)
+        self.at = at
+        self.calls = 0
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        """Shapes: as ``ToySequence``."""
+        self.calls += 1
+        if self.calls >= self.at and not os.path.exists(self.marker):
+            Path(self.marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
         return super().forward(x)

@@ -7,6 +7,7 @@ skipped / failed and why). It returns the documented exit status: 0 when no file
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from fmanetpp_cli.pipeline.batch import (
     BatchTask,
     restore_folder,
 )
+from fmanetpp_cli.pipeline.distributed import RayCluster
 
 _STYLE = {OK: "green", SKIPPED: "yellow", FAILED: "bold red"}
 
@@ -90,6 +92,42 @@ class _BatchBars:
         self.progress.advance(self.files)
 
 
+class _JobBar:
+    """With --ray: one bar for the whole job (frames done of all frames, ETA) and a count of files done.
+
+    Workers restore several files at once, so there is no "current file"; the library reports the frames
+    done over every file.
+    """
+
+    def __init__(self) -> None:
+        self.progress = progress_bars(MofNCompleteColumn(), TextColumn("frames, {task.fields[files]} files"))
+        self.frames: TaskID = self.progress.add_task("frames", total=None, files="0")
+        self._files = 0
+        self._planned = 0
+
+    def __enter__(self) -> _JobBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress.live.is_started:
+            self.progress.stop()
+
+    def callbacks(self) -> BatchCallbacks:
+        return BatchCallbacks(on_plan=self.on_plan, on_progress=self.on_frames, on_result=self.on_result)
+
+    def on_plan(self, tasks: list[BatchTask]) -> None:
+        self.progress.start()
+        self._planned = len(tasks)
+        self.progress.update(self.frames, files=f"0/{self._planned}")
+
+    def on_frames(self, done: int, total: int | None) -> None:
+        self.progress.update(self.frames, completed=done, total=total)
+
+    def on_result(self, item: BatchItem) -> None:
+        self._files += 1
+        self.progress.update(self.frames, files=f"{self._files}/{self._planned}")
+
+
 def _reason(item: BatchItem) -> str:
     """The failure reason, naming the file once (library messages usually start with the path)."""
     return item.reason if str(item.input) in item.reason else f"{item.input}: {item.reason}"
@@ -135,11 +173,19 @@ def restore_directory(
     report_path: Path | None = None,
     quiet: bool = False,
     as_json: bool = False,
+    cluster: RayCluster | None = None,
 ) -> int:
     """Restore a folder with progress and a closing table; return the exit status (0 ok, 1 some failed).
 
     ``model`` may be a function that loads it: the library calls it once the folders are checked.
+    ``cluster`` spreads the files over Ray workers (``pipeline.distributed.restore_folder_ray``).
     """
+    run: Callable[..., BatchReport] = restore_folder
+    bars: type[_BatchBars] | type[_JobBar] = _BatchBars
+    if cluster is not None:
+        from fmanetpp_cli.pipeline.distributed import restore_folder_ray
+
+        run, bars = functools.partial(restore_folder_ray, cluster=cluster), _JobBar
     kwargs = {
         "glob": glob,
         "skip_existing": skip_existing,
@@ -147,10 +193,10 @@ def restore_directory(
         "report_path": report_path,
     }
     if quiet or as_json:
-        report = restore_folder(in_dir, out_dir, options, model, **kwargs)  # type: ignore[arg-type]
+        report = run(in_dir, out_dir, options, model, **kwargs)
     else:
-        with _BatchBars() as bars:
-            report = restore_folder(in_dir, out_dir, options, model, callbacks=bars.callbacks(), **kwargs)  # type: ignore[arg-type]
+        with bars() as shown:
+            report = run(in_dir, out_dir, options, model, callbacks=shown.callbacks(), **kwargs)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     elif quiet:

@@ -8,6 +8,7 @@ library's ``pipeline.batch.restore_folder`` with the same loaded model for every
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -21,6 +22,7 @@ from fmanetpp_cli.cli._console import err, out, progress_bars
 from fmanetpp_cli.cli.options import JsonOpt, OfflineOpt, OverwriteOpt
 from fmanetpp_cli.errors import ConfigError
 from fmanetpp_cli.pipeline import RestoreOptions, RestoreReport, default_compare_path, restore_video
+from fmanetpp_cli.pipeline.distributed import DEFAULT_CPUS_PER_WORKER, RayCluster
 from fmanetpp_cli.video import EncodeOptions, VideoInfo, probe
 
 _TIME_RE = re.compile(r"^(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?)$")
@@ -156,16 +158,23 @@ def restore_one(
     quiet: bool = False,
     as_json: bool = False,
     info: VideoInfo | None = None,
+    cluster: RayCluster | None = None,
 ) -> RestoreReport:
     """Restore one file with an already loaded model, showing progress and the summary.
 
-    ``info`` is the input's probe when the caller has it (passed on, so the file is probed once).
+    ``info`` is the input's probe when the caller has it (passed on, so the file is probed once);
+    ``cluster`` splits the video over Ray workers.
     """
+    run = restore_video
+    if cluster is not None:
+        from fmanetpp_cli.pipeline.distributed import restore_video_ray
+
+        run = functools.partial(restore_video_ray, cluster=cluster)
     if quiet:
-        report = restore_video(input, output, options, model, info=info)
+        report = run(input, output, options, model, info=info)
     else:
         with _ProgressBar(input.name) as bar:
-            report = restore_video(input, output, options, model, on_progress=bar, info=info)
+            report = run(input, output, options, model, on_progress=bar, info=info)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     elif not quiet:
@@ -337,6 +346,19 @@ def restore_command(
             show_default=False,
         ),
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run on Ray workers (the [ray] extra): 'auto' (the running cluster, else a local one) or "
+            "the head's address HOST:PORT. A folder: one file per worker; a file: split into segments.",
+            show_default=False,
+        ),
+    ] = None,
+    ray_cpus: Annotated[
+        int,
+        typer.Option("--ray-cpus", help="With --ray on CPUs: cores per worker (one worker per GPU else)."),
+    ] = DEFAULT_CPUS_PER_WORKER,
 ) -> None:
     """Restore a video: joint x4 super-resolution and deblurring, audio and subtitles kept.
 
@@ -380,6 +402,8 @@ def restore_command(
     def load() -> nn.Module:
         return load_model(resolve_weights(model, weights, offline=offline or None), device="cpu")
 
+    cluster = RayCluster(address=ray, cpus_per_worker=ray_cpus) if ray is not None else None
+
     if input.is_dir():
         from fmanetpp_cli.cli._batch import restore_directory
 
@@ -387,7 +411,7 @@ def restore_command(
         choice = set_threads(threads)
         code = restore_directory(
             input, output, options, load, glob=glob, skip_existing=skip_existing, extension=ext,
-            report_path=report, quiet=quiet, as_json=as_json,
+            report_path=report, quiet=quiet, as_json=as_json, cluster=cluster,
         )  # fmt: skip
         threads_note(choice)
         raise typer.Exit(code)
@@ -395,7 +419,7 @@ def restore_command(
         raise ConfigError("--glob, --skip-existing, --report and --ext apply only when INPUT is a folder")
     info = probe(input)  # a bad input fails here, before any weights are fetched or loaded
     choice = set_threads(threads)
-    restore_one(input, output, options, load(), quiet=quiet, as_json=as_json, info=info)
+    restore_one(input, output, options, load(), quiet=quiet, as_json=as_json, info=info, cluster=cluster)
     threads_note(choice)
 
 
