@@ -7,6 +7,7 @@ one-process folder mode and ``restore_video``: decoded frames and audio packets,
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import run_cli
 from media import AudioSpec, make_clip, not_a_video
 from toy_models import DiesOnce, ToySequence
 from video_checks import leftovers, packets
@@ -187,4 +189,25 @@ def test_one_video_split_over_workers_matches_one_process(local_ray: object, tmp
     )
     assert marker.exists()
     assert report.frames == 23 and seen[-1] == 23 and len(seen) >= 3, seen
+    _same_video(tmp_path / "one.mkv", tmp_path / "many.mkv")
+
+
+def test_the_cli_splits_one_file_over_the_workers(
+    local_ray: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fmanetpp_cli.checkpoints as checkpoints
+    import fmanetpp_cli.checkpoints.resolve as resolve
+
+    clip = make_clip(tmp_path / "v.mkv", frames=12, width=16, height=16, audio=[AudioSpec()])
+    model = ToySequence(radius=2)
+    monkeypatch.setattr(resolve, "resolve_weights", lambda name, weights, offline=None: Path("toy"))
+    monkeypatch.setattr(checkpoints, "load_model", lambda path, device="cpu": model)
+    restore_video(clip, tmp_path / "one.mkv", OPTIONS, model)
+    code, out, err = run_cli(
+        ["restore", str(clip), str(tmp_path / "many.mkv"), "--ray", "auto", "--ray-cpus", "1",
+         "--device", "cpu", "--tile", "off", "--chunk", "7", "--codec", "ffv1", "--threads", "1", "--json"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["frames"] == 12
     _same_video(tmp_path / "one.mkv", tmp_path / "many.mkv")

@@ -201,7 +201,7 @@ def _remove_stale_parts(output: Path) -> None:
 
 def start_workers(
     ray: ModuleType, cluster: RayCluster, model: nn.Module, options: RestoreOptions, wanted: int
-) -> list[Any]:
+) -> _Pool:
     """Create the actors: one per GPU (unless ``options.device`` is ``cpu``), else one per
     ``cluster.cpus_per_worker`` cores; never more than ``wanted`` or ``cluster.num_workers``."""
     resources = ray.cluster_resources()
@@ -218,7 +218,16 @@ def start_workers(
         max_restarts=-1, max_task_retries=cluster.retries, **per_worker
     )  # a restart re-runs __init__ with the same (stored) model
     shared = ray.put(model.cpu())
-    return [actor.remote(shared, threads) for _ in range(count)]
+    return _Pool([actor.remote(shared, threads) for _ in range(count)], shared)
+
+
+@dataclass
+class _Pool:
+    """The workers, and the model's object-store reference: Ray restarts an actor from its constructor
+    arguments, so the reference stays alive as long as the workers do."""
+
+    actors: list[Any]
+    model_ref: Any
 
 
 def _stop(ray: ModuleType, actors: list[Any]) -> None:
@@ -279,7 +288,8 @@ def restore_folder_ray(
         return BatchReport(in_path, out_path, items, time.perf_counter() - started)
 
     with ray_session(cluster) as ray:
-        actors = start_workers(ray, cluster, network, opts, wanted=max(1, len(to_restore)))
+        pool = start_workers(ray, cluster, network, opts, wanted=max(1, len(to_restore)))
+        actors = pool.actors
         progress = ray.remote(_Progress).options(num_cpus=0).remote()
         try:
             todo = deque(enumerate(tasks))
@@ -360,7 +370,8 @@ def restore_video_ray(
     traits = model_traits(model)
     info = info if info is not None else probe(Path(input))
     with ray_session(cluster) as ray:
-        actors = start_workers(ray, cluster, model, opts, wanted=cluster.num_workers or 1 << 16)
+        pool = start_workers(ray, cluster, model, opts, wanted=cluster.num_workers or 1 << 16)
+        actors = pool.actors
         turn = itertools.cycle(actors)
 
         def plan_source(height: int, width: int) -> RestorePlan:
