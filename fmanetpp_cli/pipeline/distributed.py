@@ -136,16 +136,17 @@ def ray_session(cluster: RayCluster) -> Iterator[ModuleType]:
         yield ray  # the caller's connection: used, not closed
         return
     quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    named = os.environ.get("RAY_ADDRESS") if cluster.address == "auto" else cluster.address
     try:
-        if cluster.address == "auto":
+        if cluster.address == "auto" and not named:
             try:
-                ray.init(address="auto", **quiet)
+                ray.init(address="auto", **quiet)  # a cluster `ray start` left on this machine
             except ConnectionError:
                 ray.init(num_cpus=cluster.local_cpus, include_dashboard=False, **quiet)
         else:
-            ray.init(address=cluster.address, **quiet)
+            ray.init(address=named, **quiet)  # never a local instance instead of the one asked for
     except ConnectionError as e:
-        raise ClusterError(f"--ray {cluster.address}: cannot connect to a Ray cluster there ({e})") from e
+        raise ClusterError(f"--ray {named}: cannot connect to a Ray cluster there ({e})") from e
     try:
         yield ray
     finally:
@@ -168,10 +169,14 @@ class _Progress:
 class _Worker:
     """One Ray actor: holds the model and restores what it is given (files, or segments of a video)."""
 
-    def __init__(self, model: nn.Module, threads: int | None) -> None:
+    def __init__(self, model_ref: list[Any], threads: int | None) -> None:
+        import ray
+
         if threads is not None:
             torch.set_num_threads(threads)
-        self.model = model
+        # The model comes wrapped in a list: Ray then leaves the reference alone (no automatic fetch) and
+        # this worker fetches it, here, on every (re)start, while the driver keeps the reference alive.
+        self.model: nn.Module = ray.get(model_ref[0])
 
     def restore_file(
         self, task: BatchTask, options: RestoreOptions, skip_existing: bool, key: int, progress: Any
@@ -218,7 +223,7 @@ def start_workers(
         max_restarts=-1, max_task_retries=cluster.retries, **per_worker
     )  # a restart re-runs __init__ with the same (stored) model
     shared = ray.put(model.cpu())
-    return _Pool([actor.remote(shared, threads) for _ in range(count)], shared)
+    return _Pool([actor.remote([shared], threads) for _ in range(count)], shared)
 
 
 @dataclass
@@ -271,7 +276,7 @@ def restore_folder_ray(
     src, dst, ext = validate_folder_run(
         in_path, out_path, opts, skip_existing=skip_existing, report_path=report_file, extension=extension
     )
-    import_ray()  # a missing extra fails before the model loads
+    import_ray(loopback=cluster.address == "auto")  # a missing extra fails before the model loads
     network = model if isinstance(model, nn.Module) else model()
     hooks = callbacks or BatchCallbacks()
     started = time.perf_counter()
@@ -366,7 +371,7 @@ def restore_video_ray(
         raise ConfigError("restore_video_ray needs a model")
     opts = options if options is not None else RestoreOptions()
     cluster = cluster if cluster is not None else RayCluster()
-    import_ray()
+    import_ray(loopback=cluster.address == "auto")
     traits = model_traits(model)
     info = info if info is not None else probe(Path(input))
     with ray_session(cluster) as ray:
