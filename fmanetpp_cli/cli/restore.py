@@ -350,7 +350,7 @@ def restore_command(
         str | None,
         typer.Option(
             "--ray",
-            help="Run on Ray workers (the [ray] extra): 'auto' (the running cluster, else a local one) or "
+            help="Run on Ray workers (the ray extra): 'auto' (the running cluster, else a local one) or "
             "the head's address HOST:PORT. A folder: one file per worker; a file: split into segments.",
             show_default=False,
         ),
