@@ -254,6 +254,16 @@ def restore_command(
             show_default=False,
         ),
     ] = None,
+    io_threads: Annotated[
+        bool,
+        typer.Option(
+            "--io-threads/--no-io-threads",
+            help="Decode ahead of the model and encode behind it on background threads (same output).",
+        ),
+    ] = True,
+    queue_depth: Annotated[
+        int, typer.Option("--queue-depth", help="Frames each background queue (decode, encode) holds.")
+    ] = 8,
     ensemble: Annotated[
         int,
         typer.Option(
@@ -375,6 +385,8 @@ def restore_command(
         compare=default_compare_path(output) if compare else None,
         overwrite=overwrite,
         encode=EncodeOptions(codec=codec, crf=crf, preset=preset),
+        io_threads=io_threads,
+        queue_depth=queue_depth,
     )
 
     def load() -> nn.Module:
