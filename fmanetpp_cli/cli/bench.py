@@ -54,10 +54,10 @@ def bench_command(
     from fmanetpp_cli.pipeline import RestoreOptions
     from fmanetpp_cli.runtime import set_threads, tune_allocator
 
+    imported = process_age()  # before the thread probe
     width, height = parse_size(size)
     tune_allocator()
     choice = set_threads(threads)
-    imported = process_age()
     options = RestoreOptions(device=device, precision=precision, tile=parse_tile(tile), io_threads=io_threads)
     loading = time.perf_counter()
     network, name = _load(model, offline)
@@ -77,8 +77,8 @@ def bench_command(
         f"  start-up      {started}weights {report.load_seconds:.2f} s, "
         f"first frame {report.startup_seconds:.2f} s"
     )
-    threads = "background threads" if report.io_threads else "in the model's thread"
-    out.print(f"  per frame     {report.seconds_per_frame:.3f} s end to end (decode and encode {threads})")
+    where = "background threads" if report.io_threads else "in the model's thread"
+    out.print(f"  per frame     {report.seconds_per_frame:.3f} s end to end (decode and encode {where})")
     for part in ("model", "decode", "encode", "wait", "other"):
         value = getattr(report, f"{part}_seconds_per_frame")
         out.print(f"    {part:<10}  {value:.3f} s")
