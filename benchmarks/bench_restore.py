@@ -215,7 +215,7 @@ def pipeline(args: argparse.Namespace) -> None:
     """Start-up and the time around the model, I/O threads on and off, interleaved."""
     clip = args.clip or HERE.parents[1] / "docs" / "sample" / "bbb_320x180_2s.mp4"
     end = ["--end", str(args.end)] if args.end else []
-    depth = ["--queue-depth", str(args.queue_depth)]
+    depth = ["--queue-depth", str(args.queue_depth)] if args.queue_depth else []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for mode in args.io_threads.split(","):
@@ -241,7 +241,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--end", type=float, default=None, help="restore up to this time (s); pipeline: 1")
     p.add_argument("--io-threads", default="on", help="on, off, or (pipeline) a list: on,off")
-    p.add_argument("--queue-depth", type=int, default=8)
+    p.add_argument("--queue-depth", type=int, default=None, help="default: one chunk")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--spawned", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -262,8 +262,13 @@ def restore_command(
         ),
     ] = True,
     queue_depth: Annotated[
-        int, typer.Option("--queue-depth", help="Frames each background queue (decode, encode) holds.")
-    ] = 8,
+        int | None,
+        typer.Option(
+            "--queue-depth",
+            help="Frames each background queue (decode, encode) holds. Default: one chunk.",
+            show_default=False,
+        ),
+    ] = None,
     ensemble: Annotated[
         int,
         typer.Option(

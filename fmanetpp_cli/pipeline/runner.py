@@ -214,7 +214,7 @@ def restore_video(
 
     with ExitStack() as stack:
         reader = stack.enter_context(VideoReader(input_path, start=opts.start, end=opts.end, info=info))
-        depth = opts.queue_depth if opts.io_threads else 0
+        depth = (opts.queue_depth or plan.chunk) if opts.io_threads else 0
         frames = stack.enter_context(Prefetcher(reader, depth))  # stops before the reader closes (LIFO)
 
         def open_writer(path: Path, width: int, height: int) -> VideoWriter:
