@@ -36,7 +36,9 @@ def bench_command(
     tile: Annotated[str, typer.Option("--tile", help="auto, off, or a tile side in pixels.")] = "auto",
     io_threads: Annotated[
         bool,
-        typer.Option("--io-threads/--no-io-threads", help="Decode and encode on background threads."),
+        typer.Option(
+            "--io-threads/--no-io-threads", help="Decode and encode on background threads.", metavar=""
+        ),
     ] = True,
     offline: Annotated[bool, typer.Option("--offline", help="Never download weights.", metavar="")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.", metavar="")] = False,

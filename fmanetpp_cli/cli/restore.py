@@ -259,6 +259,7 @@ def restore_command(
         typer.Option(
             "--io-threads/--no-io-threads",
             help="Decode ahead of the model and encode behind it on background threads (same output).",
+            metavar="",
         ),
     ] = True,
     queue_depth: Annotated[

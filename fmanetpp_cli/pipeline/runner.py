@@ -1,8 +1,9 @@
 """The streaming restore loop: reader -> scene cuts -> temporal chunks -> (tiles) -> model -> writer.
 
 ``restore_video`` is the one library call behind ``fmanetpp restore``. It decodes in-process (PyAV,
-threaded) and holds at most one chunk of decoded frames plus a short encode queue (encoding runs on a
-worker thread, overlapping the next chunk's forward pass). Each restored frame is written with its source
+threaded) and holds at most one chunk of decoded frames plus two bounded queues: decoding runs ahead of
+the model and encoding behind it on background threads (``stream.py``; ``io_threads=False`` keeps both
+in the model's thread, with the same output). Each restored frame is written with its source
 timestamp, so N frames in give N frames out, in order, with the same timing (variable frame rate
 included); audio, subtitles and metadata are copied by the video layer, and the output is committed
 atomically. Memory is bounded by the chunk and tile sizes, never by the video's length.
