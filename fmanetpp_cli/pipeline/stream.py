@@ -3,8 +3,8 @@
 ``Prefetcher`` iterates the video reader (demux, decode, colour conversion to RGB arrays) on a worker
 thread and keeps up to ``depth`` frames ready; ``BackgroundWriter`` runs the encode-and-mux jobs of the
 restored frames on another worker, in order, with at most ``depth`` waiting. Both are bounded queues, so
-memory does not grow with the video's length. FFmpeg releases the GIL while it decodes, converts and
-encodes, so the threads overlap with the model's forward pass even when the model's own torch threads are
+memory does not grow with the video's length. PyAV releases the GIL while FFmpeg decodes and encodes,
+so the threads overlap with the model's forward pass even when the model's own torch threads are
 busy. With ``depth=0`` each runs its work in the caller's thread instead (the same code path, for
 ``RestoreOptions(io_threads=False)`` and for comparing the two).
 
