@@ -6,6 +6,9 @@ Three measurements, each restore running in a fresh child process so that its pe
   model, same chunk). Streaming means the two peaks should be within a few percent.
 * ``overhead``: end-to-end wall time against the time spent inside the model's forward passes (the rest is
   decoding, conversion, tiling, encoding and audio copying).
+* ``pipeline``: the same on a given clip (default: the first second of the bundled sample), split into
+  start-up (import, weight load, first decoded frame) and what follows, with the background I/O threads
+  on and off (``--io-threads on,off``), interleaved, ``--repeats`` times.
 * ``chunks``: frames per second for several ``--chunk`` values of one model (how the defaults were chosen).
 * ``tiles``: for a memory budget, the automatic tile side and the tracked peak of tensor memory of one
   chunk's pass (model, blending canvas and conversions), in process.
@@ -14,12 +17,14 @@ Usage::
 
     python benchmarks/bench_restore.py memory [--model toy] [--size 128x96]
     python benchmarks/bench_restore.py overhead --model fmanetpp-tiny --frames 24
+    python benchmarks/bench_restore.py pipeline --model default --threads 1 --io-threads on,off --repeats 2
     python benchmarks/bench_restore.py chunks --model fmanetpp-tiny --frames 24 --values 5,9,17,33
     python benchmarks/bench_restore.py tiles --model fmanetpp-tiny --size 160x160 --chunk 9 --values 64,256
 
 ``--model toy`` is a small convolutional x4 sequence model defined here (temporal radius 2): cheap enough
 for 1,000 frames on a CPU, with the same memory behaviour per chunk as any other model; presets
-(``fmanetpp-tiny``, ``fmanet-small-a``, ...) run with random weights.
+(``fmanetpp-tiny``, ``fmanet-small-a``, ...) run with random weights; ``--model default`` is the bundled
+default model with its trained weights.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
 
@@ -102,6 +108,11 @@ def build_model(name: str) -> nn.Module:
     torch.manual_seed(0)
     if name == "toy":
         return ToyX4().eval()
+    if name == "default":
+        from fmanetpp_cli.checkpoints import load_model
+        from fmanetpp_cli.checkpoints.resolve import resolve_weights
+
+        return load_model(resolve_weights(None, None, offline=True), device="cpu")
     from fmanetpp_cli.models import create_model
 
     return create_model(name).eval()
@@ -109,17 +120,30 @@ def build_model(name: str) -> nn.Module:
 
 def child(args: argparse.Namespace) -> None:
     """Run one restore and print its measurements as JSON (runs in its own process)."""
+    entered = time.time()
     from fmanetpp_cli.pipeline import RestoreOptions, restore_video
     from fmanetpp_cli.runtime import tune_allocator
 
     tune_allocator()  # as `fmanetpp restore` does
     torch.set_num_threads(args.threads)
+    imported = time.time()
     model = build_model(args.model)
-    opts = RestoreOptions(chunk=args.chunk, tile=args.tile, device="cpu", overwrite=True)
+    loaded = time.time()
+    opts = RestoreOptions(
+        chunk=args.chunk,
+        tile=None if args.tile < 0 else args.tile,
+        device="cpu",
+        overwrite=True,
+        end=args.end,
+        io_threads=args.io_threads == "on",
+        queue_depth=args.queue_depth,
+    )
     started = time.perf_counter()
     report = restore_video(args.clip, args.out, opts, model)
     wall = time.perf_counter() - started
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = {k: round(v, 3) for k, v in asdict(report.times).items()}
+    after = wall - report.times.startup - report.model_seconds
     print(
         json.dumps(
             {
@@ -129,6 +153,12 @@ def child(args: argparse.Namespace) -> None:
                 "model_seconds": round(report.model_seconds, 3),
                 "peak_rss_mb": round(peak_kb / 1024, 1),
                 "audio_copied": report.write.audio_copied,
+                "io_threads": opts.io_threads,
+                "import_seconds": round(imported - (args.spawned or entered), 3),
+                "load_seconds": round(loaded - imported, 3),
+                "times": times,
+                "after_startup_minus_model": round(after, 3),
+                "overhead_share": round(after / report.model_seconds, 4) if report.model_seconds else None,
             }
         )
     )
@@ -171,17 +201,35 @@ def tiles(args: argparse.Namespace, width: int, height: int) -> None:
         )
 
 
-def run_child(clip: Path, model: str, chunk: int | None, tile: int, threads: int) -> dict:
-    out = clip.with_name(clip.stem + ".out.mp4")
+def run_child(
+    clip: Path, model: str, chunk: int | None, tile: int, threads: int, *extra: str, out: Path | None = None
+) -> dict:
+    out = out or clip.with_name(clip.stem + ".out.mp4")
     cmd = [sys.executable, str(HERE), "_child", str(clip), str(out), "--model", model, "--tile", str(tile)]
-    cmd += ["--threads", str(threads)] + (["--chunk", str(chunk)] if chunk else [])
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    cmd += ["--threads", str(threads), *extra] + (["--chunk", str(chunk)] if chunk else [])
+    res = subprocess.run([*cmd, "--spawned", repr(time.time())], capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def pipeline(args: argparse.Namespace) -> None:
+    """Start-up and the time around the model, I/O threads on and off, interleaved."""
+    clip = args.clip or HERE.parents[1] / "docs" / "sample" / "bbb_320x180_2s.mp4"
+    end = ["--end", str(args.end)] if args.end else []
+    depth = ["--queue-depth", str(args.queue_depth)] if args.queue_depth else []
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            for mode in args.io_threads.split(","):
+                out = Path(tmp) / f"out-{mode}.mp4"
+                r = run_child(
+                    clip, args.model, args.chunk, args.tile, args.threads, "--io-threads", mode, *end, *depth,
+                    out=out,
+                )  # fmt: skip
+                print(f"run {repeat + 1} io-threads {mode}: {json.dumps(r)}", flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["memory", "overhead", "chunks", "tiles", "_child"])
+    p.add_argument("what", choices=["memory", "overhead", "chunks", "tiles", "pipeline", "_child"])
     p.add_argument("clip", nargs="?", type=Path)
     p.add_argument("out", nargs="?", type=Path)
     p.add_argument("--model", default="toy")
@@ -189,15 +237,25 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=24, help="frames for overhead / chunks")
     p.add_argument("--chunk", type=int, default=None)
     p.add_argument("--values", default="5,9,17,33", help="chunk values for `chunks`")
-    p.add_argument("--tile", type=int, default=0)
+    p.add_argument("--tile", type=int, default=None, help="0 = off, -1 = auto; default: off, pipeline: auto")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--end", type=float, default=None, help="restore up to this time (s); pipeline: 1")
+    p.add_argument("--io-threads", default="on", help="on, off, or (pipeline) a list: on,off")
+    p.add_argument("--queue-depth", type=int, default=None, help="default: one chunk")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--spawned", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.what == "_child":
         child(args)
         return
+    args.tile = (-1 if args.what == "pipeline" else 0) if args.tile is None else args.tile
     width, height = (int(v) for v in args.size.lower().split("x"))
     if args.what == "tiles":
         tiles(args, width, height)
+        return
+    if args.what == "pipeline":
+        args.end = 1.0 if args.end is None and args.clip is None else args.end
+        pipeline(args)
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -205,7 +263,8 @@ def main() -> None:
             rows = []
             for n in (100, 1000):
                 clip = make_clip(folder / f"clip{n}.mp4", n, width, height)
-                r = run_child(clip, args.model, args.chunk, args.tile, args.threads)
+                io = ("--io-threads", args.io_threads)
+                r = run_child(clip, args.model, args.chunk, args.tile, args.threads, *io)
                 rows.append(r)
                 print(f"{n:5d} frames {width}x{height}: {json.dumps(r)}", flush=True)
             ratio = rows[1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]

@@ -10,11 +10,11 @@ verification of the written file); and the process's peak resident memory.
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,15 +25,14 @@ from torch import nn
 
 from fmanetpp_cli.errors import ConfigError
 from fmanetpp_cli.pipeline import RestoreOptions, restore_video
-from fmanetpp_cli.video import EncodeOptions, VideoReader, VideoWriter
+from fmanetpp_cli.video import EncodeOptions, VideoWriter
 
 SYNTHETIC_FPS = 25
 
 
 @dataclass(frozen=True, slots=True)
 class BenchReport:
-    """One benchmark run. Times are seconds per output frame; ``other`` is what end-to-end time leaves
-    after model, decode and encode (never below 0).
+    """One benchmark run. Times are seconds per output frame unless named ``*_seconds``.
 
     Attributes:
         model: the name the model was asked for.
@@ -42,11 +41,21 @@ class BenchReport:
         threads: torch intra-op threads.
         device: where the model ran.
         precision: ``fp32``, ``bf16`` or ``fp16``.
-        seconds_per_frame: end-to-end restore wall time per frame.
+        io_threads: whether decoding and encoding ran on background threads.
+        seconds_per_frame: end-to-end restore wall time per frame (start-up included).
         model_seconds_per_frame: time inside the model's forward passes per frame.
-        decode_seconds_per_frame: decoding plus conversion to a float tensor, per frame.
-        encode_seconds_per_frame: encoding one output-size frame.
-        other_seconds_per_frame: the rest.
+        decode_seconds_per_frame: demuxing, decoding and colour conversion to RGB (decode thread).
+        encode_seconds_per_frame: conversion, encoding and muxing (encode thread), plus the final flush
+            of the encoder, the rest of the audio and the read-back check of the file.
+        wait_seconds_per_frame: after start-up, the model's thread waiting for a decoded frame, for room
+            in the encode queue, or for the encoder to finish; without threads, all of decode and encode.
+        other_seconds_per_frame: the rest of the model's thread after start-up (tensor conversion,
+            tiling, scene cuts, bookkeeping); never below 0.
+        overhead: (end to end - start-up - model) / model, for the whole clip: what the pipeline adds.
+        import_seconds: process start to the benchmark (interpreter, torch, the CLI), when known.
+        load_seconds: loading the weights (0 when the caller did not say).
+        startup_seconds: the restore's start-up: probing the file, the memory probe pass that sizes the
+            tiles, opening the output, decoding the first frame.
         peak_rss_mib: the process's peak resident set size (interpreter, torch and weights included).
         machine: processor, core count and torch version.
     """
@@ -58,11 +67,17 @@ class BenchReport:
     threads: int
     device: str
     precision: str
+    io_threads: bool
     seconds_per_frame: float
     model_seconds_per_frame: float
     decode_seconds_per_frame: float
     encode_seconds_per_frame: float
+    wait_seconds_per_frame: float
     other_seconds_per_frame: float
+    overhead: float
+    import_seconds: float | None
+    load_seconds: float
+    startup_seconds: float
     peak_rss_mib: float
     machine: str
 
@@ -108,28 +123,15 @@ def write_synthetic_clip(path: Path, width: int, height: int, frames: int) -> No
         writer.commit()
 
 
-def time_decode(path: Path) -> tuple[float, int]:
-    """Seconds to decode ``path`` and turn every frame into a ``[3, H, W]`` float tensor; frames decoded."""
-    t0 = time.perf_counter()
-    n = 0
-    with VideoReader(path) as reader:
-        for frame in reader:
-            torch.from_numpy(frame.image).permute(2, 0, 1).float().div_(255)
-            n += 1
-    return time.perf_counter() - t0, n
-
-
-def time_encode(path: Path, width: int, height: int, frames: int, scale: int) -> float:
-    """Seconds to encode ``frames`` frames of the output size (``scale`` times the input) into ``path``."""
-    images = [np.repeat(np.repeat(_frame(width, height, i), scale, 0), scale, 1) for i in range(frames)]
-    t0 = time.perf_counter()
-    with VideoWriter(
-        path, width=width * scale, height=height * scale, options=EncodeOptions(), overwrite=True
-    ) as writer:
-        for i, image in enumerate(images):
-            writer.write(image, i * 1000 // SYNTHETIC_FPS)
-        writer.commit()
-    return time.perf_counter() - t0
+def process_age() -> float | None:
+    """Seconds since this process started (Linux ``/proc``), None where that cannot be read."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        started = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime, in clock ticks
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - started / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def peak_rss_mib() -> float:
@@ -147,6 +149,8 @@ def run_bench(
     frames: int = 25,
     options: RestoreOptions | None = None,
     workdir: Path | None = None,
+    import_seconds: float | None = None,
+    load_seconds: float = 0.0,
 ) -> BenchReport:
     """Restore a synthetic ``width x height`` clip of ``frames`` frames and time its parts.
 
@@ -157,6 +161,8 @@ def run_bench(
         frames: clip length (the 1-second default is 25 frames).
         options: restore options (device, precision, chunk, tiles); ``overwrite`` is forced on.
         workdir: folder for the temporary clips (default: a fresh temporary folder, removed after).
+        import_seconds: start-up before the call (interpreter and imports), for the report.
+        load_seconds: time the caller took to load the weights, for the report.
 
     Raises:
         ConfigError: a size below 2x2 or fewer than one frame, and whatever ``restore_video`` raises.
@@ -165,13 +171,12 @@ def run_bench(
         raise ConfigError(f"bench needs a size of at least 2x2 and one frame, got {width}x{height}, {frames}")
     opts = RestoreOptions(**{**_fields(options or RestoreOptions()), "overwrite": True})
     with tempfile.TemporaryDirectory(dir=workdir, prefix="fmanetpp-bench-") as tmp:
-        src, dst, enc = Path(tmp) / "in.mp4", Path(tmp) / "out.mp4", Path(tmp) / "enc.mp4"
+        src, dst = Path(tmp) / "in.mp4", Path(tmp) / "out.mp4"
         write_synthetic_clip(src, width, height, frames)
         report = restore_video(src, dst, opts, model)
-        decode, decoded = time_decode(src)
-        encode = time_encode(enc, width, height, decoded, int(getattr(model, "scale", 4)))
-    n = report.frames
-    other = max(0.0, report.seconds - report.model_seconds - decode - encode)
+    n, t = report.frames, report.times
+    after = report.seconds - t.startup - report.model_seconds  # what the pipeline adds to the model
+    wait = t.decode_wait + t.encode_wait + t.finish
     return BenchReport(
         model=name,
         width=width,
@@ -180,11 +185,17 @@ def run_bench(
         threads=torch.get_num_threads(),
         device=str(report.device),
         precision=report.precision,
+        io_threads=opts.io_threads,
         seconds_per_frame=report.seconds / n,
         model_seconds_per_frame=report.model_seconds / n,
-        decode_seconds_per_frame=decode / decoded,
-        encode_seconds_per_frame=encode / decoded,
-        other_seconds_per_frame=other / n,
+        decode_seconds_per_frame=t.decode / n,
+        encode_seconds_per_frame=(t.encode + t.finish) / n,
+        wait_seconds_per_frame=wait / n,
+        other_seconds_per_frame=max(0.0, after - wait) / n,
+        overhead=after / report.model_seconds if report.model_seconds > 0 else 0.0,
+        import_seconds=import_seconds,
+        load_seconds=load_seconds,
+        startup_seconds=t.startup,
         peak_rss_mib=peak_rss_mib(),
         machine=f"{platform.processor() or platform.machine()}, {_cores()} cores, torch {torch.__version__}",
     )

@@ -44,6 +44,23 @@ def test_bench_json_on_a_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
     assert report["model_seconds_per_frame"] < report["seconds_per_frame"]
     assert report["peak_rss_mib"] > 50  # torch alone is more than that
     assert report["thread_choice"] == {"threads": 1, "probe_seconds": {}}
+    # The split comes from the one threaded run: start-up on its own, then what the model waited for.
+    assert report["io_threads"] is True
+    assert report["startup_seconds"] > 0 and report["load_seconds"] >= 0
+    assert report["import_seconds"] is None or report["import_seconds"] > 0
+    assert report["wait_seconds_per_frame"] >= 0 and report["overhead"] > 0
+    wall, model = report["seconds_per_frame"] * 3, report["model_seconds_per_frame"] * 3
+    assert report["overhead"] == pytest.approx((wall - report["startup_seconds"] - model) / model, rel=1e-6)
+
+
+def test_bench_without_io_threads(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "-m", "fmanetpp-tiny", "--size", "16x12", "--frames", "2", "--threads", "1"]
+    code, out, err = run_cli([*argv, "--tile", "off", "--device", "cpu", "--no-io-threads", "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["io_threads"] is False
+    # Without threads the model's thread does all of the decoding and encoding itself.
+    assert report["wait_seconds_per_frame"] >= report["encode_seconds_per_frame"] * 0.999
 
 
 def test_bench_table_without_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -263,6 +263,22 @@ def restore_command(
             show_default=False,
         ),
     ] = None,
+    io_threads: Annotated[
+        bool,
+        typer.Option(
+            "--io-threads/--no-io-threads",
+            help="Decode ahead of the model and encode behind it on background threads (same output).",
+            metavar="",
+        ),
+    ] = True,
+    queue_depth: Annotated[
+        int | None,
+        typer.Option(
+            "--queue-depth",
+            help="Frames each background queue (decode, encode) holds. Default: one chunk.",
+            show_default=False,
+        ),
+    ] = None,
     ensemble: Annotated[
         int,
         typer.Option(
@@ -397,6 +413,8 @@ def restore_command(
         compare=default_compare_path(output) if compare else None,
         overwrite=overwrite,
         encode=EncodeOptions(codec=codec, crf=crf, preset=preset),
+        io_threads=io_threads,
+        queue_depth=queue_depth,
     )
 
     def load() -> nn.Module:

@@ -37,6 +37,12 @@ class RestoreOptions:
         compare: also write a side-by-side (bicubic | restored) video to this path.
         overwrite: replace an existing output (never the input).
         encode: the video layer's ``EncodeOptions`` (codec, quality, pixel format); None = its defaults.
+        io_threads: decode ahead of the model and encode behind it on background threads
+            (``pipeline/stream.py``); False does both in the model's thread. The output is the same.
+        queue_depth: frames each background queue holds (decoded frames waiting for the model, restored
+            frames waiting for the encoder); bounds their memory. None: one chunk (``--chunk``), which lets
+            the decoder read the whole next chunk and the encoder take a whole pass's outputs while the
+            model runs.
     """
 
     scale: float = 4.0
@@ -55,6 +61,8 @@ class RestoreOptions:
     compare: Path | None = None
     overwrite: bool = False
     encode: Any = field(default=None)
+    io_threads: bool = True
+    queue_depth: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.scale <= 16:
@@ -85,6 +93,8 @@ class RestoreOptions:
             raise ConfigError(f"--start must be >= 0 seconds, got {self.start}")
         if self.end is not None and self.end <= (self.start or 0):
             raise ConfigError(f"--end ({self.end}) must be after --start ({self.start or 0})")
+        if self.queue_depth is not None and self.queue_depth < 1:
+            raise ConfigError(f"--queue-depth must be >= 1, got {self.queue_depth}")
         if self.compare is not None:
             object.__setattr__(self, "compare", Path(self.compare))
 

@@ -1,8 +1,9 @@
 """The streaming restore loop: reader -> scene cuts -> temporal chunks -> (tiles) -> model -> writer.
 
 ``restore_video`` is the one library call behind ``fmanetpp restore``. It decodes in-process (PyAV,
-threaded) and holds at most one chunk of decoded frames plus a short encode queue (encoding runs on a
-worker thread, overlapping the next chunk's forward pass). Each restored frame is written with its source
+threaded) and holds at most one chunk of decoded frames plus two bounded queues: decoding runs ahead of
+the model and encoding behind it on background threads (``stream.py``; ``io_threads=False`` keeps both
+in the model's thread, with the same output). Each restored frame is written with its source
 timestamp, so N frames in give N frames out, in order, with the same timing (variable frame rate
 included); audio, subtitles and metadata are copied by the video layer, and the output is committed
 atomically. Memory is bounded by the chunk and tile sizes, never by the video's length.
@@ -13,8 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -35,6 +34,7 @@ from fmanetpp_cli.pipeline.oom import PassStats, restore_in_passes
 from fmanetpp_cli.pipeline.options import RestoreOptions
 from fmanetpp_cli.pipeline.plan import model_traits, plan_restore
 from fmanetpp_cli.pipeline.scenes import SceneCutDetector
+from fmanetpp_cli.pipeline.stream import BackgroundWriter, Prefetcher, StageTimes
 from fmanetpp_cli.pipeline.windows import Chunk, ChunkPlanner
 from fmanetpp_cli.video import (
     EncodeOptions,
@@ -78,6 +78,7 @@ class RestoreReport:
         scene_cuts: indices (in the restored range) of the frames that start a new scene.
         seconds: wall time of the whole restore.
         model_seconds: time spent inside the model's forward passes.
+        times: where the rest of ``seconds`` went (start-up, decode, encode, waits; ``stream.StageTimes``).
         write: the video layer's result (codec, pixel format, audio / subtitle streams copied, warnings).
     """
 
@@ -104,6 +105,7 @@ class RestoreReport:
     model_seconds: float
     write: WriteResult
     warnings: tuple[str, ...] = field(default=())
+    times: StageTimes = field(default_factory=StageTimes)
 
     @property
     def fps(self) -> float:
@@ -126,58 +128,6 @@ def _expected_total(info: VideoInfo, start: float | None, end: float | None) -> 
         return None
     stop = info.duration if end is None else min(end, info.duration)
     return max(0, round((stop - (start or 0.0)) * float(info.fps)))
-
-
-class _EncodeThread:
-    """Runs the encoding jobs on one worker thread, in order, so the model does not wait for the encoder.
-
-    PyAV releases the GIL while FFmpeg encodes, so this overlaps x264 with the next chunk's forward pass
-    (most useful on a GPU, where the model is fast). At most ``depth`` frames wait in the queue, which
-    keeps memory bounded. An error in the worker surfaces in the caller's next ``submit`` or in ``close``.
-    Leaving the ``with`` block on an exception drops the queued jobs and joins the worker, before the
-    writers are aborted.
-    """
-
-    def __init__(self, depth: int = 4) -> None:
-        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._cancel = False
-        self._thread = threading.Thread(target=self._work, name="fmanetpp-encode", daemon=True)
-        self._thread.start()
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            if self._error is None and not self._cancel:
-                try:
-                    job()
-                except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
-                    self._error = e
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def submit(self, job: Callable[[], None]) -> None:
-        """Queue one job (blocks while the queue is full); re-raises an earlier job's error."""
-        self._check()
-        self._jobs.put(job)
-
-    def close(self) -> None:
-        """Wait until every queued job has run; re-raise the first error."""
-        if self._thread.is_alive():
-            self._jobs.put(None)
-            self._thread.join()
-        self._check()
-
-    def __enter__(self) -> _EncodeThread:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        if exc_type is not None:
-            self._cancel = True
-        if self._thread.is_alive():
-            self._jobs.put(None)
-            self._thread.join()
 
 
 class _CompareWriter:
@@ -265,6 +215,8 @@ def restore_video(
 
     with ExitStack() as stack:
         reader = stack.enter_context(VideoReader(input_path, start=opts.start, end=opts.end, info=info))
+        depth = (opts.queue_depth or plan.chunk) if opts.io_threads else 0
+        frames = stack.enter_context(Prefetcher(reader, depth))  # stops before the reader closes (LIFO)
 
         def open_writer(path: Path, width: int, height: int) -> VideoWriter:
             writer = VideoWriter(
@@ -285,7 +237,7 @@ def restore_video(
         if opts.compare is not None:
             side = open_writer(opts.compare, 2 * out_w, out_h)
             compare = _CompareWriter(side, out_h, out_w, device)
-        encoder = stack.enter_context(_EncodeThread())  # exits before the writers (LIFO)
+        encoder = stack.enter_context(BackgroundWriter(depth))  # exits before the writers (LIFO)
 
         def encode(source: np.ndarray, image: np.ndarray, pts: int) -> None:
             writer.write(image, pts)
@@ -305,7 +257,9 @@ def restore_video(
                 if on_progress is not None:
                     on_progress(done, total)
 
-        for frame in reader:
+        first_frame: float | None = None
+        for frame in frames:
+            first_frame = first_frame if first_frame is not None else time.perf_counter()
             if frame.image.shape[:2] != (info.height, info.width):
                 raise UnsupportedVideoError(
                     f"{input_path}: frame {frame.index} is {frame.image.shape[1]}x{frame.image.shape[0]}, "
@@ -323,9 +277,11 @@ def restore_video(
             run(chunk)
         buffer.clear()
         encoder.close()
+        finishing = time.perf_counter()
         result = writer.commit()
         if compare is not None:
             compare.writer.commit()
+        finished = time.perf_counter()
 
     if restorer.tile_retries:
         warnings.append(
@@ -335,6 +291,14 @@ def restore_video(
         )
     if (line := passes.warning()) is not None:
         warnings.append(line)
+    times = StageTimes(
+        startup=(first_frame or finished) - started,  # the reader raises when it decodes no frame
+        decode=frames.busy,
+        decode_wait=frames.waited_after_first,  # the first frame's wait is start-up
+        encode=encoder.busy,
+        encode_wait=encoder.waited,
+        finish=finished - finishing,
+    )
     return RestoreReport(
         input=input_path,
         output=output_path,
@@ -359,4 +323,5 @@ def restore_video(
         model_seconds=restorer.model_seconds,
         write=result,
         warnings=tuple(warnings + result.warnings),
+        times=times,
     )
