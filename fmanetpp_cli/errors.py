@@ -106,3 +106,8 @@ class VideoDecodeError(VideoError):
 
 class VideoWriteError(VideoError, OSError):
     """The output cannot be written (unwritable folder, encoder failure, failed verification)."""
+
+
+class ResumeError(FMANetError):
+    """A restore's work folder that cannot be used as asked: it holds an interrupted run that a run
+    without ``--resume`` would throw away, or it belongs to another input, model or option set."""

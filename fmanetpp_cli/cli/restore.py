@@ -302,6 +302,16 @@ def restore_command(
         str | None, typer.Option("--preset", help="Encoder speed preset.", show_default=False)
     ] = None,
     overwrite: OverwriteOpt = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run of the same command from the segments it kept in the hidden "
+            "work folder beside OUTPUT (same input, model and options, or it is refused). Folder mode: "
+            "for each file.",
+            metavar="",
+        ),
+    ] = False,
     offline: OfflineOpt = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.", metavar="")
@@ -375,6 +385,7 @@ def restore_command(
         compare=default_compare_path(output) if compare else None,
         overwrite=overwrite,
         encode=EncodeOptions(codec=codec, crf=crf, preset=preset),
+        resume=resume,
     )
 
     def load() -> nn.Module:

@@ -37,6 +37,8 @@ class RestoreOptions:
         compare: also write a side-by-side (bicubic | restored) video to this path.
         overwrite: replace an existing output (never the input).
         encode: the video layer's ``EncodeOptions`` (codec, quality, pixel format); None = its defaults.
+        resume: continue an interrupted run from the segments kept in the output's work folder
+            (``pipeline/resume.py``); not with ``compare``.
     """
 
     scale: float = 4.0
@@ -55,6 +57,7 @@ class RestoreOptions:
     compare: Path | None = None
     overwrite: bool = False
     encode: Any = field(default=None)
+    resume: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.scale <= 16:
@@ -85,6 +88,8 @@ class RestoreOptions:
             raise ConfigError(f"--start must be >= 0 seconds, got {self.start}")
         if self.end is not None and self.end <= (self.start or 0):
             raise ConfigError(f"--end ({self.end}) must be after --start ({self.start or 0})")
+        if self.resume and self.compare is not None:
+            raise ConfigError("--compare cannot be resumed: use --resume without --compare")
         if self.compare is not None:
             object.__setattr__(self, "compare", Path(self.compare))
 
