@@ -51,6 +51,7 @@ def _install_toy_model(radius: int, delay: float) -> None:
             return super().forward(x)
 
     resolve.resolve_weights = lambda model, weights, offline=None: Path("toy")  # type: ignore[assignment]
+
     def load(path: Path, device: str = "cpu") -> Slow:
         torch.manual_seed(0)  # the same weights in every process (a resumed run checks them)
         return Slow(radius=radius)
@@ -85,6 +86,20 @@ def _stall_concat(marker: Path) -> None:
         return real(*args, **kw)
 
     concat.read_back = stalled  # type: ignore[assignment]
+
+
+def _slow_decode(delay: float) -> None:
+    """Make every decoded frame take ``delay`` s more (a slow decoder to interrupt)."""
+    from fmanetpp_cli.video.reader import VideoReader
+
+    real = VideoReader.__iter__
+
+    def slow(self: VideoReader) -> Any:
+        for frame in real(self):
+            time.sleep(delay)
+            yield frame
+
+    VideoReader.__iter__ = slow  # type: ignore[method-assign]
 
 
 def _slow_encode(delay: float) -> None:
@@ -139,6 +154,7 @@ def main() -> None:
     parser.add_argument("--stall-verify", type=Path, help="touch this file, then sleep 5 s, before verifying")
     parser.add_argument("--stall-concat", type=Path, help="touch this file, then sleep 5 s, mid-join")
     parser.add_argument("--slow-encode", type=float, default=0.0, help="seconds of sleep per frame written")
+    parser.add_argument("--slow-decode", type=float, default=0.0, help="seconds of sleep per frame decoded")
     parser.add_argument("--segment-frames", type=int, help="frames per resumable segment")
     parser.add_argument("--batch", nargs=2, type=Path)
     parser.add_argument("args", nargs="*")
@@ -156,6 +172,8 @@ def main() -> None:
         _stall_concat(ns.stall_concat)
     if ns.slow_encode:
         _slow_encode(ns.slow_encode)
+    if ns.slow_decode:
+        _slow_decode(ns.slow_decode)
     if ns.segment_frames is not None:
         import fmanetpp_cli.pipeline.resume as resume
 

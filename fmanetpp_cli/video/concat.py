@@ -29,12 +29,18 @@ from fmanetpp_cli.video.verify import check_written, read_back, write_failure
 from fmanetpp_cli.video.writer import WriteResult, _clean_metadata, check_output
 
 
-def _packets(path: Path, output: Path) -> tuple[Any, Any, list[Any]]:
-    """(container, video stream, video packets with data) of one segment; the container stays open."""
+def _packets(path: Path, output: Path, limit: int | None = None) -> tuple[Any, Any, list[Any]]:
+    """(container, video stream, its first ``limit`` packets with data) of one segment, left open."""
     try:
         seg = av.open(str(path), mode="r")
         stream = seg.streams.video[0]
-        return seg, stream, [p for p in seg.demux(stream) if p.size > 0]
+        packets: list[Any] = []
+        for p in seg.demux(stream):
+            if p.size > 0 and p.pts is not None:
+                packets.append(p)
+                if limit is not None and len(packets) >= limit:
+                    break
+        return seg, stream, packets
     except (av.error.FFmpegError, OSError, IndexError) as e:
         raise VideoWriteError(f"{output}: its finished segment {path} cannot be read ({e})") from e
 
@@ -64,6 +70,19 @@ def _copy_stream(container: Any, template: Any, fmt: str, codec: str, fps: Fract
     return stream
 
 
+def _first_delay(packets: list[Any]) -> int:
+    """How far the first decode time lies before the first presentation time (the B-frame delay)."""
+    first = packets[0] if packets else None
+    return first.pts - first.dts if first is not None and first.dts is not None else 0
+
+
+def _delay(path: Path, output: Path) -> int:
+    """`_first_delay` of a segment file."""
+    seg, _, packets = _packets(path, output, limit=1)
+    seg.close()
+    return _first_delay(packets)
+
+
 class _Join:
     """The state of one join: the output container, its video stream and what went into it."""
 
@@ -91,13 +110,12 @@ class _Join:
             warn=self.warnings.append, output=output,
         )  # fmt: skip
 
-    def mux(self, packet: Any, offset: int, name: str) -> None:
+    def mux(self, packet: Any, dts: int | None, offset: int, name: str) -> None:
         source_pts, duration = packet.pts, packet.duration
         packet.stream = self.stream
         packet.duration = duration  # assigning the stream drops it
         packet.pts = source_pts - offset
-        if packet.dts is not None:
-            packet.dts -= offset
+        packet.dts = None if dts is None else dts - offset
         self.written.append(packet.pts)
         self.last_duration = duration or self.last_duration
         try:
@@ -154,6 +172,10 @@ def join_segments(
     opened: list[Any] = []  # the segments stay open until the output is closed (packets refer to them)
     try:
         offset: int | None = None
+        # Every segment starts its decode times its own B-frame delay early (a short last segment may have
+        # none): each segment's decode times move back to the largest delay, so they keep rising without a
+        # gap and MP4 samples last as long as their frames.
+        delay = max(_delay(path, output) for path in segments)
         for path in segments:
             seg, template, packets = _packets(path, output)
             opened.append(seg)
@@ -165,8 +187,9 @@ def join_segments(
                 first = min(p.pts for p in packets)
                 offset = first if start is not None else 0
                 join.aux.set_range(float(first * join.time_base) if start is not None else None, end_time)
+            shift = delay - _first_delay(packets)
             for packet in packets:
-                join.mux(packet, offset, path.name)
+                join.mux(packet, None if packet.dts is None else packet.dts - shift, offset, path.name)
         assert join is not None
         join.aux.finish()
         try:
