@@ -45,7 +45,7 @@ def _packets(path: Path, output: Path, limit: int | None = None) -> tuple[Any, A
         raise VideoWriteError(f"{output}: its finished segment {path} cannot be read ({e})") from e
 
 
-def _copy_stream(container: Any, template: Any, fmt: str, codec: str, fps: Fraction) -> Any:
+def _copy_stream(container: Any, template: Any, fmt: str, options: EncodeOptions, fps: Fraction) -> Any:
     """An output stream that takes ``template``'s packets unchanged.
 
     MP4/MOV get a copy of the template. Matroska/WebM take a track's default frame duration from the
@@ -57,7 +57,7 @@ def _copy_stream(container: Any, template: Any, fmt: str, codec: str, fps: Fract
         stream.time_base = template.time_base
         return stream
     src = template.codec_context
-    stream = container.add_stream(codec, rate=fps)
+    stream = container.add_stream(options.codec, rate=fps)
     ctx = stream.codec_context
     for name in ("width", "height", "pix_fmt", "color_range", "color_primaries", "color_trc", "colorspace"):
         setattr(ctx, name, getattr(src, name))
@@ -65,6 +65,7 @@ def _copy_stream(container: Any, template: Any, fmt: str, codec: str, fps: Fract
         ctx.sample_aspect_ratio = src.sample_aspect_ratio
     ctx.time_base = template.time_base
     stream.time_base = template.time_base
+    ctx.options = options.codec_options()  # the segments' settings: the same header, profile and delay
     ctx.open()
     ctx.extradata = src.extradata
     return stream
@@ -101,7 +102,10 @@ class _Join:
         except (av.error.FFmpegError, OSError) as e:
             raise VideoWriteError(f"{output.parent}: cannot create the output file there ({e})") from e
         # The video stream first, as VideoWriter orders them.
-        self.stream = _copy_stream(self.container, template, self.fmt, options.codec, info.fps)
+        try:
+            self.stream = _copy_stream(self.container, template, self.fmt, options, info.fps)
+        except (av.error.FFmpegError, ValueError) as e:
+            raise VideoWriteError(f"{output}: cannot set up its video stream for the join ({e})") from e
         if options.copy_metadata:
             self.stream.metadata.update(_clean_metadata(info.stream_metadata))
             self.container.metadata.update(_clean_metadata(info.metadata))
@@ -187,9 +191,9 @@ def join_segments(
                 first = min(p.pts for p in packets)
                 offset = first if start is not None else 0
                 join.aux.set_range(float(first * join.time_base) if start is not None else None, end_time)
-            shift = delay - _first_delay(packets)
+            early = delay - _first_delay(packets)
             for packet in packets:
-                join.mux(packet, None if packet.dts is None else packet.dts - shift, offset, path.name)
+                join.mux(packet, None if packet.dts is None else packet.dts - early, offset, path.name)
         assert join is not None
         join.aux.finish()
         try:
