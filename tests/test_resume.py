@@ -28,7 +28,7 @@ from video_checks import packets
 
 import fmanetpp_cli.pipeline.resume as resume
 from fmanetpp_cli.cli._signals import interrupt_message
-from fmanetpp_cli.errors import ConfigError, ResumeError, VideoDecodeError
+from fmanetpp_cli.errors import ConfigError, ResumeError, VideoDecodeError, VideoWriteError
 from fmanetpp_cli.pipeline import RestoreOptions, restore_video
 from fmanetpp_cli.pipeline.resume import work_folder
 from fmanetpp_cli.video import EncodeOptions, probe
@@ -279,3 +279,19 @@ def test_interrupt_message_names_the_resume_command(tmp_path: Path) -> None:
         "--skip-existing",
         "--resume",
     ]
+
+
+def test_a_damaged_kept_segment_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A segment that lost its end (a power cut before the disk had its data) never yields a short output."""
+    monkeypatch.setattr(resume, "SEGMENT_FRAMES", 3)
+    src = media.cfr_clip(tmp_path, frames=12)
+    opts = RestoreOptions(tile=0, chunk=4, device="cpu", encode=EncodeOptions(codec="ffv1"))
+    out, model = tmp_path / "out.mkv", ToySequence(radius=1)
+    with pytest.raises(KeyboardInterrupt):
+        restore_video(src, out, opts, model, on_progress=_StopAfter(7))
+    first = work_folder(out) / "seg000000.mkv"
+    first.write_bytes(first.read_bytes()[: first.stat().st_size * 2 // 3])
+    with pytest.raises(VideoWriteError, match=r"\.out\.mkv\.work hold 10 frames, not 12; run again"):
+        restore_video(src, out, replace(opts, resume=True), model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]  # the damaged work is discarded
+    restore_video(src, out, opts, model)  # and a fresh run succeeds

@@ -35,6 +35,7 @@ from torch import nn
 from fmanetpp_cli.errors import ResumeError, VideoWriteError
 from fmanetpp_cli.pipeline.options import RestoreOptions
 from fmanetpp_cli.video import VideoWriter
+from fmanetpp_cli.video.verify import NO_ROOM
 
 # Frames per segment: the unit of work a resume keeps (a few seconds of video).
 SEGMENT_FRAMES = 120
@@ -110,6 +111,16 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if any(old.get(k) != new.get(k) for k in ("format", "segment_frames")):
         changed.append("the work folder's format")
     return changed
+
+
+def _sync(path: Path) -> None:
+    """Flush a file and its folder entry to the disk."""
+    for target, flags in ((path, os.O_RDONLY), (path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))):
+        fd = os.open(target, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -229,9 +240,11 @@ class WorkFolder:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        """Remove the folder, unless the run stopped (a signal) or could not write (a full disk) after
-        finishing a segment: then it stays for ``--resume``. A broken input or a bug removes it too."""
-        if not (isinstance(exc, KeyboardInterrupt | VideoWriteError) and self._count()):
+        """Remove the folder, unless the run stopped (a signal) or ran out of room (full disk, quota, file
+        size limit) after finishing a segment: then it stays for ``--resume``. Anything else (a broken
+        input, a damaged segment, a bug) removes it, since a resume would meet it again."""
+        no_room = isinstance(exc, VideoWriteError) and exc.errno in NO_ROOM
+        if not ((isinstance(exc, KeyboardInterrupt) or no_room) and self._count()):
             self.remove()
 
 
@@ -271,6 +284,7 @@ class SegmentSink:
         writer, self.current = self.current, None
         assert writer is not None
         result = writer.commit(next_pts=next_pts)
+        _sync(result.path)  # on disk before later work relies on it (a power cut keeps it whole)
         self.warnings += [w for w in result.warnings if w not in self.warnings]
         self.work.done = self.current_k + 1
 

@@ -357,6 +357,7 @@ def restore_video(
             result = join_segments(
                 work.segments(), output_path, source=input_path, info=info, options=encode,
                 overwrite=opts.overwrite, start=opts.start, end=opts.end, warnings=sink.warnings,
+                frames=done,
             )  # fmt: skip
         else:
             assert writer is not None

@@ -42,7 +42,9 @@ def _packets(path: Path, output: Path, limit: int | None = None) -> tuple[Any, A
                     break
         return seg, stream, packets
     except (av.error.FFmpegError, OSError, IndexError) as e:
-        raise VideoWriteError(f"{output}: its finished segment {path} cannot be read ({e})") from e
+        raise VideoWriteError(
+            f"{output}: its finished segment {path} cannot be read ({e}); run again to start afresh"
+        ) from e
 
 
 def _copy_stream(container: Any, template: Any, fmt: str, options: EncodeOptions, fps: Fraction) -> Any:
@@ -71,17 +73,13 @@ def _copy_stream(container: Any, template: Any, fmt: str, options: EncodeOptions
     return stream
 
 
-def _first_delay(packets: list[Any]) -> int:
-    """How far the first decode time lies before the first presentation time (the B-frame delay)."""
-    first = packets[0] if packets else None
-    return first.pts - first.dts if first is not None and first.dts is not None else 0
-
-
-def _delay(path: Path, output: Path) -> int:
-    """`_first_delay` of a segment file."""
-    seg, _, packets = _packets(path, output, limit=1)
+def _reorder_depth(path: Path, output: Path) -> int:
+    """How many places a packet of the segment sits after its frame's place in presentation order, at
+    most (the B-frame delay, in frames)."""
+    seg, _, packets = _packets(path, output)
     seg.close()
-    return _first_delay(packets)
+    rank = {pts: r for r, pts in enumerate(sorted(p.pts for p in packets))}
+    return max((j - rank[p.pts] for j, p in enumerate(packets)), default=0)
 
 
 class _Join:
@@ -114,12 +112,12 @@ class _Join:
             warn=self.warnings.append, output=output,
         )  # fmt: skip
 
-    def mux(self, packet: Any, dts: int | None, offset: int, name: str) -> None:
+    def mux(self, packet: Any, dts: int, offset: int, name: str) -> None:
         source_pts, duration = packet.pts, packet.duration
         packet.stream = self.stream
         packet.duration = duration  # assigning the stream drops it
         packet.pts = source_pts - offset
-        packet.dts = None if dts is None else dts - offset
+        packet.dts = dts - offset
         self.written.append(packet.pts)
         self.last_duration = duration or self.last_duration
         try:
@@ -148,6 +146,7 @@ def join_segments(
     start: float | None = None,
     end: float | None = None,
     warnings: Sequence[str] = (),
+    frames: int | None = None,
 ) -> WriteResult:
     """Write ``output`` from the video packets of ``segments`` and the other streams of ``source``.
 
@@ -162,6 +161,8 @@ def join_segments(
         start: the time range's start, as given to `VideoWriter`: the output is shifted to start at 0.
         end: the time range's end.
         warnings: the segments' warnings, repeated in the result.
+        frames: the number of frames the segments must hold together (None: not checked). A segment that
+            lost frames (a power cut before the disk had its data) fails here, before anything is renamed.
 
     Raises:
         VideoWriteError: no segment, a segment cannot be read, the muxer fails, or the file read back does
@@ -176,10 +177,11 @@ def join_segments(
     opened: list[Any] = []  # the segments stay open until the output is closed (packets refer to them)
     try:
         offset: int | None = None
-        # Every segment starts its decode times its own B-frame delay early (a short last segment may have
-        # none): each segment's decode times move back to the largest delay, so they keep rising without a
-        # gap and MP4 samples last as long as their frames.
-        delay = max(_delay(path, output) for path in segments)
+        # Decode times are made afresh for the whole file, as one encoder would: the packet in decode
+        # place j gets the presentation time of frame j - depth. They rise, never pass their packet's pts,
+        # and MP4 samples last exactly as long as their frames, whatever delay each segment started with.
+        depth = max(_reorder_depth(path, output) for path in segments)
+        earlier: list[int] = []  # the last ``depth`` presentation times of the segments before
         for path in segments:
             seg, template, packets = _packets(path, output)
             opened.append(seg)
@@ -187,14 +189,24 @@ def join_segments(
                 join = _Join(tmp, output, source, info, options, template)
             if Fraction(template.time_base) != join.time_base or not packets:
                 raise VideoWriteError(f"{output}: its finished segment {path} does not fit the others")
+            times = sorted(p.pts for p in packets)
             if offset is None:
-                first = min(p.pts for p in packets)
-                offset = first if start is not None else 0
-                join.aux.set_range(float(first * join.time_base) if start is not None else None, end_time)
-            early = delay - _first_delay(packets)
-            for packet in packets:
-                join.mux(packet, None if packet.dts is None else packet.dts - early, offset, path.name)
+                offset = times[0] if start is not None else 0
+                join.aux.set_range(float(times[0] * join.time_base) if start is not None else None, end_time)
+            known = earlier + times
+            step = times[1] - times[0] if len(times) > 1 else 1
+            for j, packet in enumerate(packets):
+                at = len(earlier) + j - depth
+                dts = known[at] if at >= 0 else times[0] + at * step
+                join.mux(packet, dts, offset, path.name)  # Matroska demuxes some dts as None
+            earlier = known[len(known) - depth :] if depth else []
         assert join is not None
+        if frames is not None and len(join.written) != frames:
+            folder = segments[0].parent
+            raise VideoWriteError(
+                f"{output}: the finished segments in {folder} hold {len(join.written)} frames, not {frames}; "
+                "run again to start afresh"
+            )
         join.aux.finish()
         try:
             join.container.close()

@@ -17,7 +17,7 @@ import av
 from fmanetpp_cli.errors import VideoWriteError
 
 # errno values that mean "the storage took no more": a full disk, a quota, the process's file-size limit.
-_NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+NO_ROOM = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 def write_failure(output: Path, what: str, error: BaseException) -> VideoWriteError:
@@ -30,9 +30,11 @@ def write_failure(output: Path, what: str, error: BaseException) -> VideoWriteEr
     """
     code = getattr(error, "errno", None)
     reason = getattr(error, "strerror", None) or str(error)
-    if code in _NO_ROOM:
+    if code in NO_ROOM:
         reason = f"no room left to write ({reason}: disk full, quota or file-size limit)"
-    return VideoWriteError(f"{output}: {what} failed, {reason}")
+    failure = VideoWriteError(f"{output}: {what} failed, {reason}")
+    failure.errno = code  # kept, so a caller can tell a full disk (worth retrying) from bad data
+    return failure
 
 
 @dataclass(frozen=True, slots=True)
