@@ -114,3 +114,8 @@ class MissingExtraError(FMANetError, ImportError):
 
 class ClusterError(FMANetError, ConnectionError):
     """A distributed run could not reach, or start, its cluster (Ray)."""
+
+
+class ResumeError(FMANetError):
+    """A restore's work folder that cannot be used as asked: it holds an interrupted run that a run
+    without ``--resume`` would throw away, or it belongs to another input, model or option set."""

@@ -93,7 +93,14 @@ def test_file_size_limit_fails_cleanly(tmp_path: Path, name: str, flags: list[st
     assert done.returncode == 1, done.stderr
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "no room left to write" in lines[0] and out.stem in lines[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+    # Nothing at the output path; finished segments may stay in the hidden work folder, for --resume.
+    work = tmp_path / f".{name}.work"
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([src.name], sorted([src.name, work.name]))
+    if work.exists():
+        assert not list(work.glob(".*.part"))
+        again = _toy_cli("--", "restore", str(src), str(out), "-q", "--tile", "0", *flags, "--resume")
+        assert again.returncode == 0, again.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, name])
 
 
 def test_output_folder_removed_mid_run(tmp_path: Path) -> None:
@@ -271,7 +278,8 @@ def test_signal_stops_the_run_and_leaves_nothing(tmp_path: Path, signum: int) ->
     src = media.cfr_clip(tmp_path, frames=20)
     out = tmp_path / "out.mp4"
     args = ["restore", str(src), str(out), "--tile", "0", "--chunk", "4", "-q"]
-    code, seconds, stderr = _interrupt(args, lambda: any(tmp_path.glob(".out.mp4.*.part")), signum)
+    # The first segment is being written inside the hidden work folder (``pipeline/resume.py``).
+    code, seconds, stderr = _interrupt(args, lambda: any(tmp_path.rglob(".*.part")), signum)
     assert code == 128 + signum
     assert seconds < 10  # generous: one model pass is 0.5 s
     lines = [line for line in stderr.splitlines() if line.strip()]
@@ -300,13 +308,13 @@ def test_folder_interrupt_keeps_finished_files_and_prints_the_resume_command(tmp
     args = ["restore", str(in_dir), str(out_dir), "--tile", "0", "--chunk", "4", "-q"]
 
     def second_file_started() -> bool:
-        return (out_dir / "a.mp4").exists() and any(out_dir.glob(".b.mp4.*.part"))
+        return (out_dir / "a.mp4").exists() and any((out_dir / ".b.mp4.work").glob(".*.part"))
 
     code, _, stderr = _interrupt(args, second_file_started, signal.SIGTERM)
     assert code == 128 + signal.SIGTERM
     assert sorted(p.name for p in out_dir.iterdir()) == ["a.mp4"]  # finished kept, the one in progress gone
     command = stderr.strip().split("continue with: ")[1]
-    assert shlex.split(command) == ["fmanetpp", *args, "--skip-existing"]
+    assert shlex.split(command) == ["fmanetpp", *args, "--skip-existing", "--resume"]
     before = (out_dir / "a.mp4").stat().st_mtime_ns
     done = _toy_cli("--", *shlex.split(command)[1:])
     assert done.returncode == 0, done.stderr

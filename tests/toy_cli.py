@@ -51,7 +51,12 @@ def _install_toy_model(radius: int, delay: float) -> None:
             return super().forward(x)
 
     resolve.resolve_weights = lambda model, weights, offline=None: Path("toy")  # type: ignore[assignment]
-    ckpt.load_model = lambda path, device="cpu": Slow(radius=radius)  # type: ignore[assignment]
+
+    def load(path: Path, device: str = "cpu") -> Slow:
+        torch.manual_seed(0)  # the same weights in every process (a resumed run checks them)
+        return Slow(radius=radius)
+
+    ckpt.load_model = load  # type: ignore[assignment]
 
 
 def _stall_verify(marker: Path) -> None:
@@ -67,6 +72,47 @@ def _stall_verify(marker: Path) -> None:
         return real(self)
 
     VideoWriter._verify = stalled  # type: ignore[method-assign]
+
+
+def _stall_concat(marker: Path) -> None:
+    """Hold the final join of the segments before it reads its finished file back (mid-mux)."""
+    import fmanetpp_cli.video.concat as concat
+
+    real = concat.read_back
+
+    def stalled(*args: Any, **kw: Any) -> Any:
+        marker.touch()
+        time.sleep(5)
+        return real(*args, **kw)
+
+    concat.read_back = stalled  # type: ignore[assignment]
+
+
+def _slow_decode(delay: float) -> None:
+    """Make every decoded frame take ``delay`` s more (a slow decoder to interrupt)."""
+    from fmanetpp_cli.video.reader import VideoReader
+
+    real = VideoReader.__iter__
+
+    def slow(self: VideoReader) -> Any:
+        for frame in real(self):
+            time.sleep(delay)
+            yield frame
+
+    VideoReader.__iter__ = slow  # type: ignore[method-assign]
+
+
+def _slow_encode(delay: float) -> None:
+    """Make every frame written to a video file take ``delay`` s (a slow encoder to interrupt)."""
+    from fmanetpp_cli.video.writer import VideoWriter
+
+    real = VideoWriter.write
+
+    def slow(self: VideoWriter, image: Any, pts: int) -> None:
+        time.sleep(delay)
+        real(self, image, pts)
+
+    VideoWriter.write = slow  # type: ignore[method-assign]
 
 
 def run_one(argv: list[str], timeout: float) -> dict[str, Any]:
@@ -106,6 +152,10 @@ def main() -> None:
     parser.add_argument("--radius", type=int, default=1)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--stall-verify", type=Path, help="touch this file, then sleep 5 s, before verifying")
+    parser.add_argument("--stall-concat", type=Path, help="touch this file, then sleep 5 s, mid-join")
+    parser.add_argument("--slow-encode", type=float, default=0.0, help="seconds of sleep per frame written")
+    parser.add_argument("--slow-decode", type=float, default=0.0, help="seconds of sleep per frame decoded")
+    parser.add_argument("--segment-frames", type=int, help="frames per resumable segment")
     parser.add_argument("--batch", nargs=2, type=Path)
     parser.add_argument("args", nargs="*")
     ns = parser.parse_args()
@@ -118,6 +168,16 @@ def main() -> None:
     _install_toy_model(ns.radius, ns.delay)
     if ns.stall_verify is not None:
         _stall_verify(ns.stall_verify)
+    if ns.stall_concat is not None:
+        _stall_concat(ns.stall_concat)
+    if ns.slow_encode:
+        _slow_encode(ns.slow_encode)
+    if ns.slow_decode:
+        _slow_decode(ns.slow_decode)
+    if ns.segment_frames is not None:
+        import fmanetpp_cli.pipeline.resume as resume
+
+        resume.SEGMENT_FRAMES = ns.segment_frames
     if ns.batch is None:
         from fmanetpp_cli.cli.app import main as cli_main
 

@@ -4,7 +4,7 @@ Python turns SIGINT into ``KeyboardInterrupt`` but lets SIGTERM kill the process
 leave the writer's hidden temporary file behind. `stop_on_signals` makes all three raise `Terminated`, a
 ``KeyboardInterrupt``, so every ``with`` block unwinds: the encoder thread is stopped, the temporary output
 is deleted, a folder run stops after the current file's cleanup. `interrupt_message` words the one line
-the CLI prints.
+the CLI prints, with the command that continues the run.
 """
 
 from __future__ import annotations
@@ -65,20 +65,30 @@ def stop_on_signals() -> Iterator[Stopped]:
 def interrupt_message(signum: int, args: list[str]) -> str:
     """One line: what stopped the run, that no finished-looking output was left, and how to go on.
 
-    A folder run (``restore IN_DIR OUT_DIR``) continues with ``--skip-existing``: every output it wrote is
-    complete, the one in progress was removed. A single file is restored again from the start.
+    A single file whose work folder kept finished segments continues with ``--resume``; with none kept
+    (or with ``--compare``, which is not resumable) it starts again. A folder run (``restore IN_DIR
+    OUT_DIR``) continues with ``--skip-existing --resume``: every output it wrote is complete, and the one
+    in progress goes on from its finished segments.
     """
+    from fmanetpp_cli.pipeline.resume import work_folder  # lazy: keeps torch out of the CLI's start-up
+
     name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
     positional = [a for a in args if not a.startswith("-")]
-    folder = len(positional) >= 3 and positional[0] == "restore" and Path(positional[1]).is_dir()
-    if folder:
-        again = args if "--skip-existing" in args else [*args, "--skip-existing"]
+    if positional[:1] != ["restore"] or len(positional) < 3:
+        return f"interrupted ({name})"
+    flags = ["--skip-existing"] if Path(positional[1]).is_dir() else []
+    if "--compare" not in args:
+        flags.append("--resume")
+    again = shlex.join([*args, *(f for f in flags if f not in args)])
+    if flags[:1] == ["--skip-existing"]:
         return (
-            f"interrupted ({name}): finished files are kept, the one in progress was removed; "
-            f"continue with: fmanetpp {shlex.join(again)}"
+            f"interrupted ({name}): finished files are kept, the one in progress was not finished; "
+            f"continue with: fmanetpp {again}"
         )
-    if positional[:1] == ["restore"]:
+    work = work_folder(Path(positional[2]))
+    if "--resume" in flags and work.is_dir():
         return (
-            f"interrupted ({name}): stopped, no output was left behind; run the same command to start again"
+            f"interrupted ({name}): no output was left behind, the finished segments are kept in {work}; "
+            f"continue with: fmanetpp {again}"
         )
-    return f"interrupted ({name})"
+    return f"interrupted ({name}): stopped, no output was left behind; run the same command to start again"

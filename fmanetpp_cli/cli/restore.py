@@ -327,6 +327,16 @@ def restore_command(
         str | None, typer.Option("--preset", help="Encoder speed preset.", show_default=False)
     ] = None,
     overwrite: OverwriteOpt = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run of the same command from the segments it kept in the hidden "
+            "work folder beside OUTPUT (same input, model and options, or it is refused). Folder mode: "
+            "for each file.",
+            metavar="",
+        ),
+    ] = False,
     offline: OfflineOpt = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.", metavar="")
@@ -415,6 +425,7 @@ def restore_command(
         encode=EncodeOptions(codec=codec, crf=crf, preset=preset),
         io_threads=io_threads,
         queue_depth=queue_depth,
+        resume=resume,
     )
 
     def load() -> nn.Module:

@@ -43,6 +43,8 @@ class RestoreOptions:
             frames waiting for the encoder); bounds their memory. None: one chunk (``--chunk``), which lets
             the decoder read the whole next chunk and the encoder take a whole pass's outputs while the
             model runs.
+        resume: continue an interrupted run from the segments kept in the output's work folder
+            (``pipeline/resume.py``); not with ``compare``.
     """
 
     scale: float = 4.0
@@ -63,6 +65,7 @@ class RestoreOptions:
     encode: Any = field(default=None)
     io_threads: bool = True
     queue_depth: int | None = None
+    resume: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.scale <= 16:
@@ -95,6 +98,8 @@ class RestoreOptions:
             raise ConfigError(f"--end ({self.end}) must be after --start ({self.start or 0})")
         if self.queue_depth is not None and self.queue_depth < 1:
             raise ConfigError(f"--queue-depth must be >= 1, got {self.queue_depth}")
+        if self.resume and self.compare is not None:
+            raise ConfigError("--compare cannot be resumed: use --resume without --compare")
         if self.compare is not None:
             object.__setattr__(self, "compare", Path(self.compare))
 

@@ -33,6 +33,7 @@ from fmanetpp_cli.pipeline.engine import ChunkRestorer, frames_to_tensor, measur
 from fmanetpp_cli.pipeline.oom import PassStats, restore_in_passes
 from fmanetpp_cli.pipeline.options import RestoreOptions
 from fmanetpp_cli.pipeline.plan import model_traits, plan_restore
+from fmanetpp_cli.pipeline.resume import SegmentSink, TileState, WorkFolder, fingerprint
 from fmanetpp_cli.pipeline.scenes import SceneCutDetector
 from fmanetpp_cli.pipeline.stream import BackgroundWriter, Prefetcher, StageTimes
 from fmanetpp_cli.pipeline.windows import Chunk, ChunkPlanner
@@ -46,6 +47,7 @@ from fmanetpp_cli.video import (
     check_output,
     probe,
 )
+from fmanetpp_cli.video.concat import join_segments
 
 _logger = logging.getLogger(__name__)
 
@@ -191,17 +193,25 @@ def restore_video(
         if path is not None:
             # An existing output fails fast, before the memory probe runs the model.
             check_output(path, input_path, overwrite=opts.overwrite)
+    # Without --compare the video is written as segments in a work folder that a stopped run keeps for
+    # --resume (``resume.py``); a resumed run restores with the sizes the interrupted one used.
+    work: WorkFolder | None = None
+    if opts.compare is None:
+        work = WorkFolder(output_path, fingerprint(input_path, output_path, model, opts), resume=opts.resume)
     plan = plan_restore(
         traits,
         height=info.height,
         width=info.width,
-        options=opts,
+        options=opts if work is None else work.plan_options(opts),
         device=device,
         dtype=dtype,
         memory_budget=opts.memory_budget or default_memory_budget(device),
         bytes_per_pixel=functools.partial(measure_bytes_per_pixel, model, device=device, dtype=dtype),
     )
     restorer = ChunkRestorer(model, plan)
+    if work is not None:
+        work.start(plan.chunk, plan.tile, plan.tile_overlap)  # a fresh run only
+    resume_from = work.frames_done if work is not None else 0
     warnings = list(plan.warnings)
     planner = ChunkPlanner(chunk=plan.chunk, overlap=plan.overlap, pad=plan.pad)
     out_h, out_w = plan.out_height, plan.out_width
@@ -214,45 +224,64 @@ def restore_video(
     passes = PassStats()
 
     with ExitStack() as stack:
+        if work is not None:
+            stack.enter_context(work)  # exits last: removes the folder, or keeps it for --resume
         reader = stack.enter_context(VideoReader(input_path, start=opts.start, end=opts.end, info=info))
         depth = (opts.queue_depth or plan.chunk) if opts.io_threads else 0
         frames = stack.enter_context(Prefetcher(reader, depth))  # stops before the reader closes (LIFO)
 
-        def open_writer(path: Path, width: int, height: int) -> VideoWriter:
-            writer = VideoWriter(
+        def open_writer(path: Path, width: int, height: int, *, segment: bool = False) -> VideoWriter:
+            # A segment holds the video alone, at the source's timestamps; errors name the output.
+            return VideoWriter(
                 path,
-                source=input_path,
+                source=None if segment else input_path,
                 info=info,
                 options=encode,
-                overwrite=opts.overwrite,
+                overwrite=opts.overwrite and not segment,
                 width=width,
                 height=height,
-                start=opts.start,
+                start=None if segment else opts.start,
                 end=opts.end,
+                label=output_path if segment else None,
             )
-            return stack.enter_context(writer)
 
-        writer = open_writer(output_path, out_w, out_h)
+        sink: SegmentSink | None = None
+        writer: VideoWriter | None = None
+        if work is not None:
+            sink = SegmentSink(work, lambda path: open_writer(path, out_w, out_h, segment=True))
+            stack.callback(sink.abort)  # runs after the encode thread has stopped (LIFO)
+        else:
+            writer = stack.enter_context(open_writer(output_path, out_w, out_h))
         compare: _CompareWriter | None = None
         if opts.compare is not None:
-            side = open_writer(opts.compare, 2 * out_w, out_h)
+            side = stack.enter_context(open_writer(opts.compare, 2 * out_w, out_h))
             compare = _CompareWriter(side, out_h, out_w, device)
         encoder = stack.enter_context(BackgroundWriter(depth))  # exits before the writers (LIFO)
 
-        def encode(source: np.ndarray, image: np.ndarray, pts: int) -> None:
-            writer.write(image, pts)
+        def emit(index: int, source: np.ndarray, image: np.ndarray, pts: int, tile: TileState) -> None:
+            if sink is not None:
+                sink.write(index, image, pts, tile)
+            elif writer is not None:
+                writer.write(image, pts)
             if compare is not None:
                 compare.write(source, image, pts)
 
         def run(chunk: Chunk) -> None:
             nonlocal done
+            if chunk.keep_stop <= resume_from:  # every output already in a finished segment
+                done += chunk.num_kept
+                if on_progress is not None:
+                    on_progress(done, total)
+                return
+            tile = (restorer.tile, restorer.tile_overlap)  # before the memory fallback may shrink it
             images = [buffer[i].image for i in chunk.frames]
             restored = restore_in_passes(
                 restorer, images, chunk.offset, chunk.num_kept, context=plan.overlap, stats=passes
             )
             for j, image in enumerate(restored):
-                frame = buffer[chunk.keep_start + j]
-                encoder.submit(functools.partial(encode, frame.image, image, frame.pts))
+                index = chunk.keep_start + j
+                frame = buffer[index]
+                encoder.submit(functools.partial(emit, index, frame.image, image, frame.pts, tile))
                 done += 1
                 if on_progress is not None:
                     on_progress(done, total)
@@ -278,7 +307,16 @@ def restore_video(
         buffer.clear()
         encoder.close()
         finishing = time.perf_counter()
-        result = writer.commit()
+        if sink is not None and work is not None:
+            sink.finish()
+            result = join_segments(
+                work.segments(), output_path, source=input_path, info=info, options=encode,
+                overwrite=opts.overwrite, start=opts.start, end=opts.end, warnings=sink.warnings,
+                frames=done,
+            )  # fmt: skip
+        else:
+            assert writer is not None
+            result = writer.commit()
         if compare is not None:
             compare.writer.commit()
         finished = time.perf_counter()

@@ -17,7 +17,7 @@ import av
 from fmanetpp_cli.errors import VideoWriteError
 
 # errno values that mean "the storage took no more": a full disk, a quota, the process's file-size limit.
-_NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+NO_ROOM = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 def write_failure(output: Path, what: str, error: BaseException) -> VideoWriteError:
@@ -30,9 +30,11 @@ def write_failure(output: Path, what: str, error: BaseException) -> VideoWriteEr
     """
     code = getattr(error, "errno", None)
     reason = getattr(error, "strerror", None) or str(error)
-    if code in _NO_ROOM:
+    if code in NO_ROOM:
         reason = f"no room left to write ({reason}: disk full, quota or file-size limit)"
-    return VideoWriteError(f"{output}: {what} failed, {reason}")
+    failure = VideoWriteError(f"{output}: {what} failed, {reason}")
+    failure.errno = code  # kept, so a caller can tell a full disk (worth retrying) from bad data
+    return failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +112,55 @@ def check_audio_packets(name: Path, got: dict[int, int], muxed: dict[int, int]) 
                 f"{name}: verification failed, audio stream {index} holds {count} packets but {want} "
                 "were written"
             )
+
+
+def check_written(
+    name: Path,
+    back: ReadBack,
+    written_pts: list[int],
+    time_base: Fraction,
+    audio_muxed: dict[int, int],
+    audio_streams: int,
+) -> float:
+    """The file read back holds the audio streams and packets, the frames and their times, that were muxed.
+
+    Args:
+        name: the output, for the message.
+        back: what `read_back` found.
+        written_pts: the video pts muxed, in presentation order, in ``time_base``.
+        time_base: the time base of ``written_pts``.
+        audio_muxed: audio packets with data muxed per output stream index.
+        audio_streams: audio streams muxed.
+
+    Returns:
+        The seconds the muxer moved every stream by (Matroska/WebM cannot store negative times, so AAC/Opus
+        priming shifts the whole file a little; sync is unchanged).
+
+    Raises:
+        VideoWriteError: any count or time that differs.
+    """
+    if len(back.audio_packets) != audio_streams:
+        raise VideoWriteError(
+            f"{name}: verification failed, {len(back.audio_packets)} audio streams in the file but "
+            f"{audio_streams} were written"
+        )
+    check_audio_packets(name, back.audio_packets, audio_muxed)
+    tb, pts_list = back.time_base, back.video_pts
+    if len(pts_list) != len(written_pts):
+        raise VideoWriteError(
+            f"{name}: verification failed, {len(pts_list)} frames in the file but {len(written_pts)} "
+            "were written"
+        )
+    # The muxer may store times in a coarser time base (Matroska: 1 ms); allow half a tick of it.
+    # It may also shift every stream by the same amount to avoid negative timestamps (Matroska
+    # with AAC priming), which keeps sync; so frame times are compared relative to the first.
+    tick = max(float(tb), float(time_base)) / 2 + 1e-9
+    got0, want0 = pts_list[0] * tb, written_pts[0] * time_base
+    for i, (got, want) in enumerate(zip(pts_list, written_pts, strict=True)):
+        got_t, want_t = float(got * tb - got0), float(want * time_base - want0)
+        if abs(got_t - want_t) > tick:
+            raise VideoWriteError(
+                f"{name}: verification failed, frame {i} is at {got_t:.6f} s "
+                f"instead of {want_t:.6f} s (from the first frame)"
+            )
+    return float(got0 - want0)

@@ -40,7 +40,7 @@ from fmanetpp_cli.video.options import (
     full_chroma_for_odd_size,
     x265_hdr_params,
 )
-from fmanetpp_cli.video.verify import check_audio_packets, read_back, write_failure
+from fmanetpp_cli.video.verify import check_written, read_back, write_failure
 
 _logger = logging.getLogger(__name__)
 
@@ -141,6 +141,8 @@ class VideoWriter:
             video stream, as given to `VideoReader` (None: the whole file). With a range, the output is
             shifted to start at 0 and audio/subtitles/chapters are cut to the range.
         end: the end of that time range in seconds (None: to the end of the source).
+        label: the file named in error messages, when ``output`` is one part of it (a resumable
+            restore's segment, ``pipeline/resume.py``); default ``output``.
 
     Raises:
         ConfigError: unsupported output extension.
@@ -160,8 +162,10 @@ class VideoWriter:
         height: int | None = None,
         start: float | None = None,
         end: float | None = None,
+        label: PathLike | None = None,
     ) -> None:
         self.output = Path(output)
+        self.label = Path(label) if label is not None else self.output
         self.options = options if options is not None else EncodeOptions()
         self.format = container_for(self.output)
         if info is None and source is not None:
@@ -173,7 +177,7 @@ class VideoWriter:
         self.width = int(width if width is not None else (info.width if info else 0))
         self.height = int(height if height is not None else (info.height if info else 0))
         if self.width <= 0 or self.height <= 0:
-            raise ConfigError(f"{self.output}: frame size {self.width}x{self.height} is not valid")
+            raise ConfigError(f"{self.label}: frame size {self.width}x{self.height} is not valid")
         self.time_base = info.time_base if info is not None else Fraction(1, 1000)
         self.fps = info.fps if info is not None else Fraction(25)
         self.rotation = info.rotation if info is not None else 0
@@ -210,7 +214,7 @@ class VideoWriter:
             self.tmp_path.touch(exist_ok=False)
             self._container = av.open(str(self.tmp_path), mode="w", format=self.format)
         except (av.error.FFmpegError, OSError) as e:
-            raise VideoWriteError(f"{self.output.parent}: cannot create the output file there ({e})") from e
+            raise VideoWriteError(f"{self.label.parent}: cannot create the output file there ({e})") from e
         out = self._container
         source_fmt = info.pix_fmt if info is not None else "yuv420p"
         self.pix_fmt = choose_pix_fmt(opts.codec, source_fmt, opts.pix_fmt)
@@ -226,7 +230,7 @@ class VideoWriter:
             stream = out.add_stream(opts.codec, rate=self.fps)
         except (ValueError, av.error.FFmpegError) as e:
             raise ConfigError(
-                f"{self.output}: the {self.format} container cannot hold {opts.codec} video"
+                f"{self.label}: the {self.format} container cannot hold {opts.codec} video"
             ) from e
         ctx = stream.codec_context
         ctx.width = enc_w
@@ -251,7 +255,7 @@ class VideoWriter:
         except (av.error.FFmpegError, ValueError) as e:
             hint = " (NVENC needs an NVIDIA GPU and driver)" if opts.codec.endswith("_nvenc") else ""
             raise VideoWriteError(
-                f"{self.output}: the {opts.codec} encoder cannot start at {enc_w}x{enc_h} {self.pix_fmt}"
+                f"{self.label}: the {opts.codec} encoder cannot start at {enc_w}x{enc_h} {self.pix_fmt}"
                 f"{hint} ({e})"
             ) from e
         if info is not None and opts.copy_metadata:
@@ -266,7 +270,7 @@ class VideoWriter:
                 fmt=self.format,
                 options=opts,
                 warn=self._warn,
-                output=self.output,
+                output=self.label,
             )
         if info is not None and opts.copy_metadata:
             out.metadata.update(_clean_metadata(info.metadata))
@@ -321,14 +325,14 @@ class VideoWriter:
             VideoWriteError: wrong shape or dtype, a pts that does not increase, or an encoder failure.
         """
         if self._done:
-            raise VideoWriteError(f"{self.output}: write() after commit() or abort()")
+            raise VideoWriteError(f"{self.label}: write() after commit() or abort()")
         if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != (self.height, self.width):
             raise VideoWriteError(
-                f"{self.output}: frame of shape {tuple(image.shape)} does not match "
+                f"{self.label}: frame of shape {tuple(image.shape)} does not match "
                 f"[{self.height}, {self.width}, 3]"
             )
         if image.dtype not in (np.uint8, np.uint16):
-            raise VideoWriteError(f"{self.output}: frames must be uint8 or uint16, got {image.dtype}")
+            raise VideoWriteError(f"{self.label}: frames must be uint8 or uint16, got {image.dtype}")
         pts = int(pts)
         if self._first_pts is None:
             self._first_pts = pts
@@ -343,7 +347,7 @@ class VideoWriter:
             prev_pts = self._pending[1]
             if pts <= prev_pts:
                 raise VideoWriteError(
-                    f"{self.output}: frame {self.frames_written + 1} has pts {pts}, not after {prev_pts}"
+                    f"{self.label}: frame {self.frames_written + 1} has pts {pts}, not after {prev_pts}"
                 )
             self._encode(self._pending[0], prev_pts, pts - prev_pts)
         self._pending = (self._to_frame(image), pts)
@@ -364,7 +368,7 @@ class VideoWriter:
         try:
             return array_to_frame(image, self.pix_fmt, int(ctx.colorspace), int(ctx.color_range))
         except (av.error.FFmpegError, ValueError) as e:
-            raise VideoWriteError(f"{self.output}: cannot convert frame {self.frames_written} ({e})") from e
+            raise VideoWriteError(f"{self.label}: cannot convert frame {self.frames_written} ({e})") from e
 
     def _encode(self, frame: av.VideoFrame, pts: int, duration: int) -> None:
         frame.pts = pts - self._offset_pts
@@ -375,7 +379,7 @@ class VideoWriter:
         try:
             self._mux_video(self._stream.encode(frame))
         except (av.error.FFmpegError, ValueError) as e:
-            raise write_failure(self.output, f"encoding frame {self.frames_written}", e) from e
+            raise write_failure(self.label, f"encoding frame {self.frames_written}", e) from e
         self._written_pts.append(frame.pts)
         self.frames_written += 1
         if self._aux is not None:
@@ -412,8 +416,12 @@ class VideoWriter:
         return to_end if 0 < to_end <= 2 * max(guess, nominal) else guess
 
     # -- finishing -------------------------------------------------------------------------------
-    def commit(self) -> WriteResult:
+    def commit(self, next_pts: int | None = None) -> WriteResult:
         """Flush the encoder, copy the remaining audio/subtitles, verify the file and move it into place.
+
+        Args:
+            next_pts: the pts of the frame that follows the last one written, when the file is one
+                segment of a longer video (``pipeline/resume.py``): the last frame lasts up to it.
 
         Returns:
             The `WriteResult` (also kept as ``self.result``).
@@ -424,31 +432,32 @@ class VideoWriter:
         """
         if self._done:
             if self._result is None:
-                raise VideoWriteError(f"{self.output}: the writer was aborted")
+                raise VideoWriteError(f"{self.label}: the writer was aborted")
             return self._result
         try:
             if self._pending is None:
-                raise VideoWriteError(f"{self.output}: no frame was written")
+                raise VideoWriteError(f"{self.label}: no frame was written")
             frame, pts = self._pending
             self._pending = None
-            self._encode(frame, pts, self._last_frame_duration(pts))
+            last = self._last_frame_duration(pts) if next_pts is None else max(1, int(next_pts) - pts)
+            self._encode(frame, pts, last)
             try:
                 self._mux_video(self._stream.encode(None))
             except (av.error.FFmpegError, ValueError) as e:
-                raise write_failure(self.output, "flushing the encoder", e) from e
+                raise write_failure(self.label, "flushing the encoder", e) from e
             if self._aux is not None:
                 self._aux.finish()
             try:
                 self._container.close()
             except (av.error.FFmpegError, OSError) as e:
-                raise write_failure(self.output, "finishing the file", e) from e
+                raise write_failure(self.label, "finishing the file", e) from e
             self._container = None
             self._close_aux()
             result = self._verify()
             try:
                 os.replace(self.tmp_path, self.output)
             except OSError as e:  # the folder was removed or made read-only while the video was written
-                raise write_failure(self.output, "moving the finished file into place", e) from e
+                raise write_failure(self.label, "moving the finished file into place", e) from e
         except BaseException:
             self.abort()
             raise
@@ -464,36 +473,17 @@ class VideoWriter:
     def _verify(self) -> WriteResult:
         """Re-open the temporary file: the video packets' count and timestamps, the audio streams and
         their packet counts (``verify.py``)."""
-        back = read_back(self.tmp_path, self.format, name=self.output, default_time_base=self.time_base)
-        tb, pts_list = back.time_base, back.video_pts
-        got_pix_fmt = back.pix_fmt or self.pix_fmt
-        audio_streams = len(back.audio_packets)
+        back = read_back(self.tmp_path, self.format, name=self.label, default_time_base=self.time_base)
         aux = self._aux
-        expected_audio = aux.audio_copied + aux.audio_transcoded if aux is not None else 0
-        if audio_streams != expected_audio:
-            raise VideoWriteError(
-                f"{self.output}: verification failed, {audio_streams} audio streams in the file but "
-                f"{expected_audio} were written"
-            )
-        check_audio_packets(self.output, back.audio_packets, aux.audio_packets if aux is not None else {})
-        if len(pts_list) != self.frames_written:
-            raise VideoWriteError(
-                f"{self.output}: verification failed, {len(pts_list)} frames in the file but "
-                f"{self.frames_written} were written"
-            )
-        # The muxer may store times in a coarser time base (Matroska: 1 ms); allow half a tick of it.
-        # It may also shift every stream by the same amount to avoid negative timestamps (Matroska
-        # with AAC priming), which keeps sync; so frame times are compared relative to the first.
-        tick = max(float(tb), float(self.time_base)) / 2 + 1e-9
-        got0, want0 = pts_list[0] * tb, self._written_pts[0] * self.time_base
-        for i, (got, want) in enumerate(zip(pts_list, self._written_pts, strict=True)):
-            got_t, want_t = float(got * tb - got0), float(want * self.time_base - want0)
-            if abs(got_t - want_t) > tick:
-                raise VideoWriteError(
-                    f"{self.output}: verification failed, frame {i} is at {got_t:.6f} s "
-                    f"instead of {want_t:.6f} s (from the first frame)"
-                )
-        start_shift = float(got0 - want0)
+        start_shift = check_written(
+            self.label,
+            back,
+            self._written_pts,
+            self.time_base,
+            aux.audio_packets if aux is not None else {},
+            aux.audio_copied + aux.audio_transcoded if aux is not None else 0,
+        )
+        got_pix_fmt = back.pix_fmt or self.pix_fmt
         last = self._written_pts[-1] + (self._last_duration or 0)
         duration = float((last - self._written_pts[0]) * self.time_base)
         w, h = self._enc_size
