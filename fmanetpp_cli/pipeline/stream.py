@@ -178,7 +178,10 @@ class BackgroundWriter:
     """Run encoding jobs in order on one worker thread, at most ``depth`` of them waiting.
 
     A job's error is re-raised in the caller's next ``submit`` or in ``close``; later jobs are then
-    skipped. Leaving the ``with`` block on an exception drops the queued jobs and joins the worker.
+    skipped. Leaving the ``with`` block on an error drops the queued jobs and joins the worker; leaving
+    it on an interrupt (``KeyboardInterrupt``, which the CLI's signal handlers raise) first runs the jobs
+    already queued, at most ``depth`` frames of encoding, so that restored frames reach the segments a
+    ``--resume`` keeps.
 
     Args:
         depth: jobs that may wait; 0 runs each job inside ``submit``, in the caller's thread.
@@ -252,6 +255,6 @@ class BackgroundWriter:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        if exc_type is not None:
+        if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
             self._cancel = True
         self._join()
