@@ -204,6 +204,16 @@ def test_supcon_prefers_clustered_embeddings() -> None:
     assert emb.grad is not None and torch.isfinite(emb.grad).all()
 
 
+def test_supcon_is_computed_in_float32_under_bf16_autocast() -> None:
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(48, 8, generator=g)
+    labels = torch.randint(1, 6, (48,), generator=g)
+    fp32 = supcon(emb, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = supcon(emb, labels)
+    assert bf16.dtype == torch.float32 and torch.allclose(bf16, fp32, atol=1e-6)
+
+
 def test_lr_schedule_warms_up_then_decays() -> None:
     assert lr_at(0, 100, 1.0, 10, 0.1) == pytest.approx(0.1)
     assert lr_at(9, 100, 1.0, 10, 0.1) == pytest.approx(1.0)

@@ -35,8 +35,11 @@ def supcon(embeddings: Tensor, labels: Tensor, temperature: float = 0.5) -> Tens
         raise InputShapeError(
             f"supcon needs [N, D] and [N], got {tuple(embeddings.shape)}, {tuple(labels.shape)}"
         )
-    z = F.normalize(embeddings.float(), dim=1)
-    logits = z @ z.T / temperature  # [N, N]
+    # In float32 even under autocast: a bf16 similarity matrix rounds the loss to a constant (3.8125 for
+    # the whole ETE stage of the first small-v6 run) and its gradient to noise.
+    with torch.autocast(embeddings.device.type, enabled=False):
+        z = F.normalize(embeddings.float(), dim=1)
+        logits = z @ z.T / temperature  # [N, N]
     N = z.shape[0]
     self_mask = torch.eye(N, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
