@@ -231,7 +231,10 @@ class WorkFolder:
     def record_tile(self, k: int, state: TileState) -> None:
         """Before segment ``k`` is committed: the tile in effect when the next segment's first chunk began."""
         self._manifest.setdefault("tiles", {})[str(k)] = {"tile": state[0], "tile_overlap": state[1]}
-        _write_json(self.path / MANIFEST, self._manifest)
+        try:
+            _write_json(self.path / MANIFEST, self._manifest)
+        except OSError as e:  # the folder was removed or filled up under a running restore
+            raise VideoWriteError(f"{self.output}: cannot update {self.path / MANIFEST} ({e})") from e
 
     def remove(self) -> None:
         """Delete the folder (after the output is in place, or when nothing in it is worth keeping)."""

@@ -173,7 +173,13 @@ class VideoWriter:
         self.info = info
         self.source = Path(source) if source is not None else None
         source_path = self.source or (info.path if info is not None else None)
-        check_output(self.output, source_path, overwrite=overwrite)
+        try:
+            check_output(self.output, source_path, overwrite=overwrite)
+        except VideoWriteError as e:
+            if self.label == self.output:
+                raise
+            # A segment of a resumable output: the user's file is the one to name.
+            raise VideoWriteError(f"{self.label}: {e}") from e
         self.width = int(width if width is not None else (info.width if info else 0))
         self.height = int(height if height is not None else (info.height if info else 0))
         if self.width <= 0 or self.height <= 0:
@@ -214,7 +220,7 @@ class VideoWriter:
             self.tmp_path.touch(exist_ok=False)
             self._container = av.open(str(self.tmp_path), mode="w", format=self.format)
         except (av.error.FFmpegError, OSError) as e:
-            raise VideoWriteError(f"{self.label.parent}: cannot create the output file there ({e})") from e
+            raise VideoWriteError(f"{self.label}: cannot create the output file ({e})") from e
         out = self._container
         source_fmt = info.pix_fmt if info is not None else "yuv420p"
         self.pix_fmt = choose_pix_fmt(opts.codec, source_fmt, opts.pix_fmt)
