@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from video_checks import leftovers, packets
 
 from fmanetpp_cli.pipeline import RestoreOptions, restore_folder, restore_video
 from fmanetpp_cli.pipeline.batch import FAILED, OK, SKIPPED
+from fmanetpp_cli.pipeline.resume import work_folder
 from fmanetpp_cli.video import EncodeOptions, VideoReader
 
 # Lossless video, so that decoded frames are the restored frames: libx264's bytes can depend on how the
@@ -175,6 +177,26 @@ def test_a_worker_killed_mid_file_is_retried(local_ray: object, in_dir: Path, tm
     assert leftovers(tmp_path / "out") == []
 
 
+def test_a_file_whose_worker_died_after_a_finished_segment_resumes(local_ray: object, tmp_path: Path) -> None:
+    """The retry finds the dead attempt's work folder with a finished segment (120 frames): it continues
+    from it instead of refusing it as an earlier run's, and the file equals a one-process restore."""
+    src = tmp_path / "src"
+    src.mkdir()
+    clip = make_clip(src / "long.mkv", frames=150, width=16, height=16, audio=[AudioSpec()])
+    out = tmp_path / "out"
+    first_segment = work_folder(out / "long.mkv") / "seg000000.mkv"
+    marker = tmp_path / "killed"
+    dying = DiesOnce(marker, at=45, after=first_segment)  # pass 45: frames 0-136 are restored
+    steady = ToySequence(radius=2)
+    steady.load_state_dict(dying.state_dict())
+    restore_video(clip, tmp_path / "solo.mkv", OPTIONS, steady)
+    report = restore_folder_ray(src, out, OPTIONS, dying, cluster=RayCluster(cpus_per_worker=2))
+    assert marker.read_text().endswith("after=1"), "a worker was killed after its first segment"
+    assert [i.status for i in report.items] == [OK], report.items[0].reason
+    _same_video(tmp_path / "solo.mkv", out / "long.mkv")
+    assert leftovers(out) == [] and not work_folder(out / "long.mkv").exists()
+
+
 def test_one_video_split_over_workers_matches_one_process(local_ray: object, tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "long.mkv", frames=23, width=16, height=16, audio=[AudioSpec()])
     marker = tmp_path / "killed"
@@ -190,6 +212,31 @@ def test_one_video_split_over_workers_matches_one_process(local_ray: object, tmp
     assert marker.exists()
     assert report.frames == 23 and seen[-1] == 23 and len(seen) >= 3, seen
     _same_video(tmp_path / "one.mkv", tmp_path / "many.mkv")
+
+
+def test_split_mode_resumes_a_stopped_run(
+    local_ray: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stopped in one process continues on the workers (``--resume --ray``) to the same file."""
+    import fmanetpp_cli.pipeline.resume as resume
+
+    monkeypatch.setattr(resume, "SEGMENT_FRAMES", 4)  # the driver's setting; workers only restore chunks
+    clip = make_clip(tmp_path / "long.mkv", frames=23, width=16, height=16, audio=[AudioSpec()])
+    model = ToySequence(radius=2)
+    restore_video(clip, tmp_path / "one.mkv", OPTIONS, model)
+
+    def stop(done: int, total: int | None) -> None:
+        if done >= 10:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out.mkv"
+    with pytest.raises(KeyboardInterrupt):
+        restore_video(clip, out, OPTIONS, model, on_progress=stop)
+    assert not out.exists() and len(list(resume.work_folder(out).glob("seg*"))) >= 2
+    split = RayCluster(cpus_per_worker=1, segment_frames=4)
+    report = restore_video_ray(clip, out, replace(OPTIONS, resume=True), model, cluster=split)
+    assert report.frames == 23 and not resume.work_folder(out).exists()
+    _same_video(tmp_path / "one.mkv", out)
 
 
 def test_the_cli_splits_one_file_over_the_workers(

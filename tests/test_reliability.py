@@ -121,7 +121,8 @@ def test_output_folder_removed_mid_run(tmp_path: Path) -> None:
                     break
             assert not folder.exists()
 
-    with pytest.raises(VideoWriteError, match=r"failed|cannot be read back|does not exist|cannot create") as e:
+    expected = r"failed|cannot be read back|does not exist|cannot create"
+    with pytest.raises(VideoWriteError, match=expected) as e:
         restore_video(
             src, out, RestoreOptions(tile=0, chunk=4), ToySequence(radius=1), on_progress=remove_folder
         )

@@ -24,7 +24,7 @@ import media
 import pytest
 import torch
 from toy_models import ToySequence
-from video_checks import packets
+from video_checks import StopAfter, packets
 
 import fmanetpp_cli.pipeline.resume as resume
 from fmanetpp_cli.cli._signals import interrupt_message
@@ -160,17 +160,6 @@ def test_resume_with_compare_is_refused() -> None:
         RestoreOptions(resume=True, compare=Path("x.compare.mp4"))
 
 
-class _StopAfter:
-    """``on_progress`` that raises KeyboardInterrupt once ``frames`` frames are restored."""
-
-    def __init__(self, frames: int) -> None:
-        self.frames = frames
-
-    def __call__(self, done: int, total: int | None) -> None:
-        if done >= self.frames:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.parametrize(
     ("make", "name", "options"),
     [
@@ -194,7 +183,7 @@ def test_in_process_resume_equals_one_run(
     restore_video(src, ref, opts, model)
     out = tmp_path / f"out.{name}"
     with pytest.raises(KeyboardInterrupt):
-        restore_video(src, out, opts, model, on_progress=_StopAfter(7))
+        restore_video(src, out, opts, model, on_progress=StopAfter(7))
     assert not out.exists() and len(_segments(out)) >= 1
     with pytest.raises(ResumeError, match="add --resume"):
         restore_video(src, out, opts, model)
@@ -240,7 +229,7 @@ def test_resume_keeps_the_tile_the_memory_fallback_reached(
     out = tmp_path / "out.mkv"
     model.max_side = 16
     with pytest.raises(KeyboardInterrupt):
-        restore_video(src, out, opts, model, on_progress=_StopAfter(7))
+        restore_video(src, out, opts, model, on_progress=StopAfter(7))
     assert len(_segments(out)) >= 1
     model.max_side = 10_000  # memory is plentiful now
     report = restore_video(src, out, replace(opts, resume=True), model)
@@ -288,7 +277,7 @@ def test_a_damaged_kept_segment_is_refused(tmp_path: Path, monkeypatch: pytest.M
     opts = RestoreOptions(tile=0, chunk=4, device="cpu", encode=EncodeOptions(codec="ffv1"))
     out, model = tmp_path / "out.mkv", ToySequence(radius=1)
     with pytest.raises(KeyboardInterrupt):
-        restore_video(src, out, opts, model, on_progress=_StopAfter(7))
+        restore_video(src, out, opts, model, on_progress=StopAfter(7))
     first = work_folder(out) / "seg000000.mkv"
     first.write_bytes(first.read_bytes()[: first.stat().st_size * 2 // 3])
     with pytest.raises(VideoWriteError, match=r"\.out\.mkv\.work hold 10 frames, not 12; run again"):

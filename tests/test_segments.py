@@ -1,25 +1,32 @@
 """Split-video restores without Ray (``pipeline/segments.py`` in-process); ``--ray`` without the extra.
 
 Segments are runs of the one-process chunk plan, so a split restore must give the one-process video exactly,
-whatever the segment size, for sequence and window models, with scene cuts and a restore range.
+whatever the segment size, for sequence and window models, with scene cuts and a restore range. A stopped
+split run resumes (``--resume``) from its work folder without sending finished segments to a worker, and a
+run stopped in one mode resumes in the other.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from cli_run import run_cli
 from media import AudioSpec, make_clip
 from torch import nn
 from toy_models import ToySequence, ToyWindow
-from video_checks import leftovers, packets
+from video_checks import StopAfter, leftovers, packets
 
-from fmanetpp_cli.errors import ConfigError, MissingExtraError
+import fmanetpp_cli.pipeline.resume as resume
+from fmanetpp_cli.errors import ConfigError, MissingExtraError, ResumeError
 from fmanetpp_cli.pipeline import RestoreOptions, restore_video
-from fmanetpp_cli.pipeline.plan import model_traits
+from fmanetpp_cli.pipeline.resume import work_folder
 from fmanetpp_cli.pipeline.segments import SegmentJob, SegmentResult, plan_for, restore_split
 from fmanetpp_cli.video import EncodeOptions, VideoReader
 
@@ -34,8 +41,9 @@ def _frames(path: Path) -> list[np.ndarray]:
 
 
 def _split(
-    clip: Path, out: Path, options: RestoreOptions, model: nn.Module, segment_frames: int
-) -> tuple[list[SegmentJob], int]:
+    clip: Path, out: Path, options: RestoreOptions, model: nn.Module, segment_frames: int,
+    on_progress: Callable[[int, int | None], None] | None = None,
+) -> tuple[list[SegmentJob], int]:  # fmt: skip
     """Restore through restore_split with jobs run in this process; return the jobs and frames written."""
     jobs: list[SegmentJob] = []
 
@@ -44,8 +52,8 @@ def _split(
         return job(model)
 
     report = restore_split(
-        clip, out, options, model_traits(model), lambda h, w: plan_for(model, h, w, options), submit,
-        lambda result: result, segment_frames=segment_frames, in_flight=2,
+        clip, out, options, model, functools.partial(plan_for, model), submit, lambda result: result,
+        segment_frames=segment_frames, in_flight=2, on_progress=on_progress,
     )  # fmt: skip
     return jobs, report.frames
 
@@ -116,14 +124,14 @@ def test_a_failed_split_leaves_no_output(clip: Path, tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="worker lost"):
         restore_split(
-            clip, tmp_path / "x.mkv", options, model_traits(model),
-            lambda h, w: plan_for(model, h, w, options), broken, lambda r: r,
+            clip, tmp_path / "x.mkv", options, model, functools.partial(plan_for, model), broken,
+            lambda r: r,
         )  # fmt: skip
     assert not (tmp_path / "x.mkv").exists() and leftovers(tmp_path) == []
     with pytest.raises(ConfigError, match="--compare"):
         restore_split(
-            clip, tmp_path / "y.mkv", RestoreOptions(compare=tmp_path / "c.mkv"), model_traits(model),
-            lambda h, w: plan_for(model, h, w, options), broken, lambda r: r,
+            clip, tmp_path / "y.mkv", RestoreOptions(compare=tmp_path / "c.mkv"), model,
+            functools.partial(plan_for, model), broken, lambda r: r,
         )  # fmt: skip
 
 
@@ -141,3 +149,74 @@ def test_ray_without_the_extra_is_one_clear_error(
     assert "Ray extra" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def _content(path: Path) -> tuple[list[tuple[int, bytes]], list[tuple[bytes, float | None, float]]]:
+    """Every decoded video frame (pts, pixels) and every audio packet of a file."""
+    with av.open(str(path)) as c:
+        frames = [(f.pts, f.to_ndarray(format="rgb24").tobytes()) for f in c.decode(video=0)]
+    return frames, packets(path, "audio")
+
+
+def test_a_stopped_split_run_resumes_without_redoing_finished_segments(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resume, "SEGMENT_FRAMES", 3)
+    model = ToySequence(radius=2)
+    options = RestoreOptions(device="cpu", tile=0, encode=FFV1, chunk=7)  # 3 kept frames per chunk
+    ref, out = tmp_path / "ref.mkv", tmp_path / "out.mkv"
+    restore_video(clip, ref, options, model)
+    with pytest.raises(KeyboardInterrupt):
+        _split(clip, out, options, model, 6, on_progress=StopAfter(12))
+    kept = sorted(p.name for p in work_folder(out).glob("seg*"))
+    assert not out.exists() and len(kept) >= 2, kept
+    with pytest.raises(ResumeError, match="add --resume"):
+        _split(clip, out, options, model, 6)
+    with pytest.raises(ResumeError, match="model weights changed"):
+        _split(clip, out, replace(options, resume=True), ToySequence(radius=2, seed=1), 6)
+    seen: list[int] = []
+    jobs, frames = _split(
+        clip, out, replace(options, resume=True), model, 6, on_progress=lambda d, t: seen.append(d)
+    )
+    finished = 3 * len(kept)
+    assert jobs, "the unfinished part was restored"
+    assert min(c.keep_stop for job in jobs for c in job.chunks) > finished, "no finished segment was redone"
+    assert seen == sorted(seen) and seen[-1] == frames == 21, "progress counts the kept frames too"
+    assert not work_folder(out).exists()
+    assert _content(out) == _content(ref)
+
+
+@pytest.mark.parametrize("first", ["one-process", "split"])
+def test_a_run_stopped_in_one_mode_resumes_in_the_other(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    """The two modes share the work folder's format and fingerprint: ``--ray`` can take over a run, or give
+    it back, and the file is the one an uninterrupted run writes."""
+    monkeypatch.setattr(resume, "SEGMENT_FRAMES", 4)
+    model = ToySequence(radius=2)
+    options = RestoreOptions(device="cpu", tile=0, encode=FFV1, chunk=7)
+    ref, out = tmp_path / "ref.mkv", tmp_path / "out.mkv"
+    restore_video(clip, ref, options, model)
+    with pytest.raises(KeyboardInterrupt):
+        if first == "split":
+            _split(clip, out, options, model, 3, on_progress=StopAfter(10))
+        else:
+            restore_video(clip, out, options, model, on_progress=StopAfter(10))
+    assert len(list(work_folder(out).glob("seg*"))) >= 2
+    again = replace(options, resume=True)
+    if first == "split":
+        restore_video(clip, out, again, model)
+    else:
+        _split(clip, out, again, model, 3)
+    assert _content(out) == _content(ref)
+
+
+def test_a_cuda_index_with_ray_is_refused_before_ray_starts(clip: Path, tmp_path: Path) -> None:
+    from fmanetpp_cli.pipeline.distributed import RayCluster, restore_folder_ray, restore_video_ray
+
+    options = RestoreOptions(device="cuda:1", tile=0)
+    with pytest.raises(ConfigError, match=r"--device cuda:1 cannot be used with --ray.*--device cuda"):
+        restore_video_ray(clip, tmp_path / "o.mkv", options, ToySequence(radius=1), cluster=RayCluster())
+    with pytest.raises(ConfigError, match=r"--device cuda:1 cannot be used with --ray"):
+        restore_folder_ray(clip.parent, tmp_path / "out", options, ToySequence(radius=1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -100,12 +101,14 @@ class DiesOnce(ToySequence):
     """``ToySequence`` whose process kills itself (SIGKILL) at its ``at``-th forward pass, once only.
 
     ``marker`` is created just before the kill: it says the kill happened and keeps every later process
-    (the retry) alive.
+    (the retry) alive. With ``after``, the kill waits (up to 60 s) until that file exists (the marker then
+    ends with ``after=1``).
     """
 
-    def __init__(self, marker: Path, at: int = 2, radius: int = 2) -> None:
+    def __init__(self, marker: Path, at: int = 2, radius: int = 2, after: Path | None = None) -> None:
         super().__init__(radius=radius)
         self.marker = str(marker)
+        self.after = str(after) if after is not None else None
         self.at = at
         self.calls = 0
 
@@ -113,6 +116,10 @@ class DiesOnce(ToySequence):
         """Shapes: as ``ToySequence``."""
         self.calls += 1
         if self.calls >= self.at and not os.path.exists(self.marker):
-            Path(self.marker).write_text(str(os.getpid()))
+            deadline = time.monotonic() + 60
+            while self.after is not None and not os.path.exists(self.after) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            waited = "" if self.after is None else f" after={int(os.path.exists(self.after))}"
+            Path(self.marker).write_text(f"{os.getpid()}{waited}")
             os.kill(os.getpid(), signal.SIGKILL)
         return super().forward(x)

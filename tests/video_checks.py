@@ -62,3 +62,14 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
 def leftovers(folder: Path) -> list[str]:
     """Temporary ``.part`` files a writer left behind in ``folder`` (there should be none)."""
     return [p.name for p in folder.iterdir() if p.name.endswith(".part")]
+
+
+class StopAfter:
+    """``on_progress`` that raises KeyboardInterrupt (a Ctrl-C) once ``frames`` frames are done."""
+
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if done >= self.frames:
+            raise KeyboardInterrupt

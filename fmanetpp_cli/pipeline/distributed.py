@@ -53,7 +53,8 @@ from fmanetpp_cli.pipeline.batch import (
     write_report,
 )
 from fmanetpp_cli.pipeline.options import RestoreOptions
-from fmanetpp_cli.pipeline.plan import RestorePlan, model_traits
+from fmanetpp_cli.pipeline.plan import RestorePlan
+from fmanetpp_cli.pipeline.resume import work_folder
 from fmanetpp_cli.pipeline.runner import ProgressFn, RestoreReport
 from fmanetpp_cli.pipeline.segments import SegmentResult, plan_for, restore_split
 from fmanetpp_cli.video import VideoInfo, probe
@@ -204,6 +205,20 @@ def _remove_stale_parts(output: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+def check_ray_device(options: RestoreOptions) -> None:
+    """``--device cuda:N`` names a GPU of this machine; under Ray each worker is given its own GPU (Ray sets
+    its ``CUDA_VISIBLE_DEVICES``), so the index would be wrong on every worker. Refused before Ray starts.
+
+    Raises:
+        ConfigError: the device names a CUDA index.
+    """
+    if options.device.startswith("cuda:"):
+        raise ConfigError(
+            f"--device {options.device} cannot be used with --ray: Ray gives each worker a GPU of its own; "
+            "use --device cuda (every worker on its GPU) or auto"
+        )
+
+
 def start_workers(
     ray: ModuleType, cluster: RayCluster, model: nn.Module, options: RestoreOptions, wanted: int
 ) -> _Pool:
@@ -276,6 +291,7 @@ def restore_folder_ray(
     src, dst, ext = validate_folder_run(
         in_path, out_path, opts, skip_existing=skip_existing, report_path=report_file, extension=extension
     )
+    check_ray_device(opts)
     import_ray(loopback=cluster.address == "auto")  # a missing extra fails before the model loads
     network = model if isinstance(model, nn.Module) else model()
     hooks = callbacks or BatchCallbacks()
@@ -306,7 +322,8 @@ def restore_folder_ray(
                     worker = free.pop(0)
                     if hooks.on_file is not None:
                         hooks.on_file(task, index)
-                    ref = worker.restore_file.remote(task, opts, skip_existing, index, progress)
+                    task_opts = _retry_resumes(opts, task.output)
+                    ref = worker.restore_file.remote(task, task_opts, skip_existing, index, progress)
                     running[ref] = (index, worker, time.perf_counter())
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=poll_seconds)
                 for ref in ready:
@@ -331,6 +348,20 @@ def restore_folder_ray(
     if report_file is not None:
         write_report(report, report_file)
     return report
+
+
+def _retry_resumes(options: RestoreOptions, output: Path) -> RestoreOptions:
+    """The options a file's task runs with: a retry continues the work its dead attempt kept.
+
+    A work folder that exists when the task is handed out belongs to an earlier run, and is treated as in
+    one-process mode (continued with ``--resume``, refused without). One that does not exist then can only
+    be made by an attempt of this task, so the task runs with ``resume`` on: the first attempt starts
+    afresh, and a retry after its worker died continues from the finished segments (the fingerprint
+    check still applies) instead of failing on them.
+    """
+    if options.resume or options.compare is not None or work_folder(output).exists():
+        return options
+    return replace(options, resume=True)
 
 
 def _result(ray: ModuleType, ref: Any, task: BatchTask, retries: int, seconds: float) -> BatchItem:
@@ -359,28 +390,32 @@ def restore_video_ray(
 
     The driver (this process) decodes the input, sends each segment's frames to a worker, and encodes the
     restored frames in order with the source timestamps; audio and the other streams are copied from the
-    input once. The result is identical, frame for frame, to ``restore_video`` with the same options.
+    input once. The result is identical, frame for frame, to ``restore_video`` with the same options. The
+    output is written through the work folder of ``resume.py``, so a stopped run keeps its finished
+    segments and ``options.resume`` continues it (also a run that ``restore_video`` started), sending
+    only unfinished chunks to the workers.
     ``cluster.segment_frames`` sets the output frames per segment (default: the clip shared out so that
     every worker gets two segments, at least one chunk's worth each).
 
     Raises:
         MissingExtraError, ClusterError: as :func:`restore_folder_ray`; ClusterError also when a segment's
-            worker died more often than it may be retried. Otherwise as ``restore_video``.
+            worker died more often than it may be retried. ConfigError: ``--device cuda:N``
+            (``check_ray_device``). Otherwise as ``restore_video``.
     """
     if model is None:
         raise ConfigError("restore_video_ray needs a model")
     opts = options if options is not None else RestoreOptions()
     cluster = cluster if cluster is not None else RayCluster()
+    check_ray_device(opts)
     import_ray(loopback=cluster.address == "auto")
-    traits = model_traits(model)
     info = info if info is not None else probe(Path(input))
     with ray_session(cluster) as ray:
         pool = start_workers(ray, cluster, model, opts, wanted=cluster.num_workers or 1 << 16)
         actors = pool.actors
         turn = itertools.cycle(actors)
 
-        def plan_source(height: int, width: int) -> RestorePlan:
-            job = functools.partial(plan_for, height=height, width=width, options=opts)
+        def plan_source(height: int, width: int, options: RestoreOptions) -> RestorePlan:
+            job = functools.partial(plan_for, height=height, width=width, options=options)
             return _unwrap(ray, lambda: ray.get(actors[0].run.remote(job)), f"{input}: planning")
 
         def collect(ref: Any) -> SegmentResult:
@@ -391,7 +426,7 @@ def restore_video_ray(
             size = -(-info.expected_frames // (2 * len(actors)))
         try:
             return restore_split(
-                input, output, opts, traits, plan_source, lambda job: next(turn).run.remote(job), collect,
+                input, output, opts, model, plan_source, lambda job: next(turn).run.remote(job), collect,
                 segment_frames=size, in_flight=2 * len(actors), on_progress=on_progress, info=info,
             )  # fmt: skip
         finally:

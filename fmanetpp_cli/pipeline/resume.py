@@ -34,7 +34,7 @@ from torch import nn
 
 from fmanetpp_cli.errors import ResumeError, VideoWriteError
 from fmanetpp_cli.pipeline.options import RestoreOptions
-from fmanetpp_cli.video import VideoWriter
+from fmanetpp_cli.video import EncodeOptions, VideoInfo, VideoWriter
 from fmanetpp_cli.video.verify import NO_ROOM
 
 # Frames per segment: the unit of work a resume keeps (a few seconds of video).
@@ -250,6 +250,19 @@ class WorkFolder:
         no_room = isinstance(exc, VideoWriteError) and exc.errno in NO_ROOM
         if not ((isinstance(exc, KeyboardInterrupt) or no_room) and self._count()):
             self.remove()
+
+
+def segment_writer(
+    path: Path, output: Path, *, info: VideoInfo, encode: EncodeOptions, width: int, height: int,
+    end: float | None,
+) -> VideoWriter:  # fmt: skip
+    """The `VideoWriter` of one segment of ``output``: the video alone, at the source's timestamps (the
+    join applies the time range's shift), errors naming ``output``. Every restore path writes its
+    segments with this one call, so a run stopped in one mode can be resumed in another."""
+    return VideoWriter(
+        path, source=None, info=info, options=encode, overwrite=False, width=width, height=height,
+        start=None, end=end, label=output,
+    )  # fmt: skip
 
 
 class SegmentSink:

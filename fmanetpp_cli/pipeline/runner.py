@@ -33,7 +33,7 @@ from fmanetpp_cli.pipeline.engine import ChunkRestorer, frames_to_tensor, measur
 from fmanetpp_cli.pipeline.oom import PassStats, restore_in_passes
 from fmanetpp_cli.pipeline.options import RestoreOptions
 from fmanetpp_cli.pipeline.plan import model_traits, plan_restore
-from fmanetpp_cli.pipeline.resume import SegmentSink, TileState, WorkFolder, fingerprint
+from fmanetpp_cli.pipeline.resume import SegmentSink, TileState, WorkFolder, fingerprint, segment_writer
 from fmanetpp_cli.pipeline.scenes import SceneCutDetector
 from fmanetpp_cli.pipeline.stream import BackgroundWriter, Prefetcher, StageTimes
 from fmanetpp_cli.pipeline.windows import Chunk, ChunkPlanner
@@ -230,25 +230,20 @@ def restore_video(
         depth = (opts.queue_depth or plan.chunk) if opts.io_threads else 0
         frames = stack.enter_context(Prefetcher(reader, depth))  # stops before the reader closes (LIFO)
 
-        def open_writer(path: Path, width: int, height: int, *, segment: bool = False) -> VideoWriter:
-            # A segment holds the video alone, at the source's timestamps; errors name the output.
+        def open_writer(path: Path, width: int, height: int) -> VideoWriter:
             return VideoWriter(
-                path,
-                source=None if segment else input_path,
-                info=info,
-                options=encode,
-                overwrite=opts.overwrite and not segment,
-                width=width,
-                height=height,
-                start=None if segment else opts.start,
-                end=opts.end,
-                label=output_path if segment else None,
-            )
+                path, source=input_path, info=info, options=encode, overwrite=opts.overwrite,
+                width=width, height=height, start=opts.start, end=opts.end,
+            )  # fmt: skip
 
         sink: SegmentSink | None = None
         writer: VideoWriter | None = None
         if work is not None:
-            sink = SegmentSink(work, lambda path: open_writer(path, out_w, out_h, segment=True))
+            open_segment = functools.partial(
+                segment_writer, output=output_path, info=info, encode=encode, width=out_w, height=out_h,
+                end=opts.end,
+            )  # fmt: skip
+            sink = SegmentSink(work, open_segment)
             stack.callback(sink.abort)  # runs after the encode thread has stopped (LIFO)
         else:
             writer = stack.enter_context(open_writer(output_path, out_w, out_h))

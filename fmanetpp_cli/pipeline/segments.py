@@ -13,6 +13,12 @@ actor, or a plain call), and writes the restored frames it gets back through the
 with the source timestamps; audio, subtitles and every other stream come from the input, once, as in
 ``restore_video``. Jobs are pure functions of their frames, so a job whose worker died can simply run again.
 
+The output goes through the same work folder as a one-process restore (``resume.py``): segments of
+``resume.SEGMENT_FRAMES`` frames (a unit of the file, unrelated to the jobs' size), joined at the end. So
+a stopped split run keeps its finished segments, ``options.resume`` continues it without sending the
+chunks those segments hold to any worker, and a run stopped in one mode resumes in the other (same
+fingerprint, same segment files).
+
 Shapes: frames are ``[H, W, 3]`` arrays (uint8, or uint16 for >8-bit sources) in, ``[sH, sW, 3]`` out.
 """
 
@@ -22,6 +28,7 @@ import functools
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +41,13 @@ from fmanetpp_cli.pipeline.device import check_precision, default_memory_budget,
 from fmanetpp_cli.pipeline.engine import ChunkRestorer, measure_bytes_per_pixel
 from fmanetpp_cli.pipeline.oom import PassStats, restore_in_passes
 from fmanetpp_cli.pipeline.options import RestoreOptions
-from fmanetpp_cli.pipeline.plan import ModelTraits, RestorePlan, model_traits, plan_restore
+from fmanetpp_cli.pipeline.plan import RestorePlan, model_traits, plan_restore
+from fmanetpp_cli.pipeline.resume import SegmentSink, WorkFolder, fingerprint, segment_writer
 from fmanetpp_cli.pipeline.runner import ProgressFn, RestoreReport, _expected_total
 from fmanetpp_cli.pipeline.scenes import SceneCutDetector
 from fmanetpp_cli.pipeline.windows import Chunk, ChunkPlanner
-from fmanetpp_cli.video import EncodeOptions, VideoInfo, VideoReader, VideoWriter, check_output, probe
+from fmanetpp_cli.video import EncodeOptions, VideoInfo, VideoReader, check_output, probe
+from fmanetpp_cli.video.concat import join_segments
 
 
 def plan_for(model: nn.Module, height: int, width: int, options: RestoreOptions) -> RestorePlan:
@@ -151,14 +160,15 @@ class _Packer:
 
 Submit = Callable[[SegmentJob], Any]
 Collect = Callable[[Any], SegmentResult]
+PlanSource = Callable[[int, int, RestoreOptions], RestorePlan]
 
 
 def restore_split(
     input: str | Path,
     output: str | Path,
     options: RestoreOptions,
-    traits: ModelTraits,
-    plan_source: Callable[[int, int], RestorePlan],
+    model: nn.Module,
+    plan_source: PlanSource,
     submit: Submit,
     collect: Collect,
     *,
@@ -171,26 +181,36 @@ def restore_split(
 
     Args:
         input: the source video.
-        output: the file to write (atomically, as ``restore_video`` does).
-        options: the restore's options (``compare`` is not supported here).
-        traits: the model's pipeline attributes (``model_traits``).
-        plan_source: ``plan_source(height, width)`` -> the plan every segment uses (``plan_for`` on a worker).
+        output: the file to write (atomically, through the work folder, as ``restore_video`` does).
+        options: the restore's options (``compare`` is not supported here; ``resume`` is).
+        model: the network the workers run; here it only gives its pipeline traits and the fingerprint
+            of a resumable run (it is not called).
+        plan_source: ``plan_source(height, width, options)`` -> the plan every segment uses (``plan_for``
+            on a worker); a resumed run passes the sizes the interrupted run used.
         submit: starts one job and returns a handle; ``collect(handle)`` waits for its ``SegmentResult``.
-        segment_frames: output frames per segment, at least one chunk's (default: four chunks').
-        in_flight: segments submitted and not yet written, at most (bounds the driver's memory).
-        on_progress: ``on_progress(done, total)`` after each written segment.
+        segment_frames: output frames per job, at least one chunk's (default: four chunks').
+        in_flight: jobs submitted and not yet written, at most (bounds the driver's memory).
+        on_progress: ``on_progress(done, total)`` after each written job (and once for the frames that
+            a resumed run already holds).
         info: ``probe(input)`` when the caller has it.
 
     Raises:
-        ConfigError: ``compare`` set; as ``restore_video`` otherwise (bad input, existing output).
+        ConfigError: ``compare`` set. ResumeError: kept work without ``resume``, or a changed input, model
+            or option set. Otherwise as ``restore_video`` (bad input, existing output).
     """
     if options.compare is not None:
         raise ConfigError("--compare is not available when a video is split over workers")
     started = time.perf_counter()
     input_path, output_path = Path(input), Path(output)
+    traits = model_traits(model)
     info = info if info is not None else probe(input_path)
+    encode = options.encode if options.encode is not None else EncodeOptions()
     check_output(output_path, input_path, overwrite=options.overwrite)
-    plan = plan_source(info.height, info.width)
+    print_ = fingerprint(input_path, output_path, model, options)
+    work = WorkFolder(output_path, print_, resume=options.resume)
+    plan = plan_source(info.height, info.width, work.plan_options(options))
+    work.start(plan.chunk, plan.tile, plan.tile_overlap)  # a fresh run only
+    resume_from = work.frames_done
     planner = ChunkPlanner(chunk=plan.chunk, overlap=plan.overlap, pad=plan.pad)
     per_chunk = max(1, plan.chunk - 2 * plan.overlap)
     packer = _Packer(plan, segment_frames if segment_frames is not None else 4 * per_chunk)
@@ -203,22 +223,24 @@ def restore_split(
     model_seconds = 0.0
     notes: list[str] = list(plan.warnings)
     done = 0
+    tile = (plan.tile, plan.tile_overlap)  # every job starts from the plan's tile
 
-    with (
-        VideoReader(input_path, start=options.start, end=options.end, info=info) as reader,
-        VideoWriter(
-            output_path, source=input_path, info=info,
-            options=options.encode if options.encode is not None else EncodeOptions(),
-            overwrite=options.overwrite, width=plan.out_width, height=plan.out_height,
-            start=options.start, end=options.end,
-        ) as writer,
-    ):  # fmt: skip
+    with ExitStack() as stack:
+        stack.enter_context(work)  # exits last: removes the folder, or keeps it for --resume
+        reader = stack.enter_context(VideoReader(input_path, start=options.start, end=options.end, info=info))
+        open_segment = functools.partial(
+            segment_writer, output=output_path, info=info, encode=encode, width=plan.out_width,
+            height=plan.out_height, end=options.end,
+        )  # fmt: skip
+        sink = SegmentSink(work, open_segment)
+        stack.callback(sink.abort)
 
         def write_oldest() -> None:
             nonlocal done, model_seconds
             result = collect(pending.popleft())
             for j, image in enumerate(result.frames):
-                writer.write(image, stamps.pop(result.keep_start + j))
+                index = result.keep_start + j
+                sink.write(index, image, stamps.pop(index), tile)
             done += len(result.frames)
             model_seconds += result.model_seconds
             notes.extend(result.warnings)
@@ -232,6 +254,17 @@ def restore_split(
                 write_oldest()
             pending.append(submit(job))
 
+        def take(chunk: Chunk) -> None:
+            nonlocal done
+            if chunk.keep_stop <= resume_from:  # every output already in a finished segment: not sent
+                for index in range(chunk.keep_start, chunk.keep_stop):
+                    del stamps[index]
+                done += chunk.num_kept
+                if on_progress is not None:
+                    on_progress(done, total)
+                return
+            send(packer.add(chunk, images))
+
         for frame in reader:
             if frame.image.shape[:2] != (info.height, info.width):
                 raise UnsupportedVideoError(
@@ -244,7 +277,7 @@ def restore_split(
             images[frame.index] = frame.image
             stamps[frame.index] = frame.pts
             for chunk in planner.push(new_segment=cut):
-                send(packer.add(chunk, images))
+                take(chunk)
             pending_first = packer.oldest_needed
             oldest = (
                 planner.oldest_needed if pending_first is None else min(planner.oldest_needed, pending_first)
@@ -252,12 +285,17 @@ def restore_split(
             for index in [i for i in images if i < oldest]:
                 del images[index]
         for chunk in planner.finish():
-            send(packer.add(chunk, images))
+            take(chunk)
         send(packer.flush(images))
         images.clear()
         while pending:
             write_oldest()
-        result = writer.commit()
+        sink.finish()
+        result = join_segments(
+            work.segments(), output_path, source=input_path, info=info, options=encode,
+            overwrite=options.overwrite, start=options.start, end=options.end, warnings=sink.warnings,
+            frames=done,
+        )  # fmt: skip
 
     return RestoreReport(
         input=input_path,
