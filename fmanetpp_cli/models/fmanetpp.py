@@ -649,6 +649,12 @@ PRESETS: dict[str, FMANetPPConfig] = {
     "fmanetpp-small-v2g": dataclasses.replace(_SMALL, base_upsampler="bicubic", initial_flow="global"),
     # Wider and deeper CPU model: C = 32, n = 2, two RDBs per feature extractor, bicubic base.
     "fmanetpp-medium": dataclasses.replace(_SMALL, dim=32, num_flow=2, num_rdb=2, base_upsampler="bicubic"),
+    # The shipped small-v2g network made wider and deeper (C = 36, two RDBs per feature extractor), same
+    # flows (n = 3, which C must divide) and global-motion start: the larger size of issue 13's two-size
+    # comparison.
+    "fmanetpp-medium-v2g": dataclasses.replace(
+        _SMALL, dim=36, num_rdb=2, base_upsampler="bicubic", initial_flow="global"
+    ),
     # For tests: the smallest network that still has every part.
     "fmanetpp-tiny": FMANetPPConfig(
         dim=12,
