@@ -8,6 +8,10 @@ once); Ray's own start-up is timed apart. Prints one JSON object; the figure goe
 Usage::
 
     python benchmarks/bench_ray.py [--files 4] [--frames 12] [--size 96x64] [--model NAME|PATH]
+    python benchmarks/bench_ray.py --split --frames 120 [--size 96x64]   # one clip split over the workers
+
+``--split`` restores one clip of ``--frames`` frames with ``restore_video_ray`` (split mode: the driver
+decodes and encodes, the workers restore segments) instead of a folder.
 
 Machine load matters on a shared machine: say what else ran when quoting a figure.
 """
@@ -58,6 +62,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--size", default="96x64")
     parser.add_argument("--model", default=None, help="a model name or weights file (default: bundled)")
+    parser.add_argument("--split", action="store_true", help="one clip split over the workers")
     ns = parser.parse_args()
     width, height = (int(v) for v in ns.size.split("x"))
 
@@ -68,14 +73,14 @@ def main() -> None:
     from fmanetpp_cli.checkpoints import load_model
     from fmanetpp_cli.checkpoints.resolve import resolve_weights
     from fmanetpp_cli.pipeline import RestoreOptions
-    from fmanetpp_cli.pipeline.distributed import RayCluster, restore_folder_ray
+    from fmanetpp_cli.pipeline.distributed import RayCluster, restore_folder_ray, restore_video_ray
 
     torch.set_num_threads(1)
     model = load_model(resolve_weights(ns.model, None, offline=True), device="cpu")
     options = RestoreOptions(device="cpu", tile=0)
     work = Path(tempfile.mkdtemp(prefix="bench_ray_"))
     try:
-        folder = make_folder(work / "in", ns.files, ns.frames, width, height)
+        folder = make_folder(work / "in", 1 if ns.split else ns.files, ns.frames, width, height)
         started = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
         ray_start = time.perf_counter() - started
@@ -83,16 +88,22 @@ def main() -> None:
         for workers in (1, 2):
             cluster = RayCluster(cpus_per_worker=1, num_workers=workers)
             t0 = time.perf_counter()
-            report = restore_folder_ray(folder, work / f"out{workers}", options, model, cluster=cluster)
+            if ns.split:
+                out = work / f"out{workers}.mp4"
+                frames = restore_video_ray(folder / "clip0.mp4", out, options, model, cluster=cluster).frames
+            else:
+                report = restore_folder_ray(folder, work / f"out{workers}", options, model, cluster=cluster)
+                assert report.exit_code == 0, [i.reason for i in report.items]
+                frames = report.frames
             seconds = time.perf_counter() - t0
-            assert report.exit_code == 0, [i.reason for i in report.items]
-            runs[workers] = {"seconds": round(seconds, 2), "frames": report.frames,
-                             "fps": round(report.frames / seconds, 3)}  # fmt: skip
+            fps = round(frames / seconds, 3)
+            runs[workers] = {"seconds": round(seconds, 2), "frames": frames, "fps": fps}
         ray.shutdown()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {
-        "files": ns.files,
+        "mode": "split" if ns.split else "folder",
+        "files": 1 if ns.split else ns.files,
         "frames_per_file": ns.frames,
         "size": ns.size,
         "model": ns.model or "bundled default",

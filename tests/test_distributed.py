@@ -102,10 +102,12 @@ def test_a_run_on_auto_starts_ray_and_stops_it(in_dir: Path, tmp_path: Path) -> 
     run = subprocess.run(
         [sys.executable, str(TESTS / "toy_cli.py"), "--", "restore", str(in_dir), str(out),
          "--ray", "auto", "--ray-cpus", "1", "--device", "cpu", "--tile", "off", "--quiet"],
-        env={k: v for k, v in _env().items() if k != "RAY_ADDRESS"},
+        env={**{k: v for k, v in _env().items() if k not in ("RAY_ADDRESS", "RAY_worker_niceness")},
+             "TOY_NICENESS_FILE": str(tmp_path / "niceness")},
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 1, run.stderr  # broken.mp4 fails, alone
+    assert (tmp_path / "niceness").read_text() == "0", "the workers run at the user's priority, not Ray's 15"
     assert "broken.mp4" in run.stderr and run.stderr.count("failed:") == 1
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
         "a.mp4", "c.mkv", "sub/b.mkv",

@@ -3,13 +3,15 @@
     python tests/toy_cli.py [--fsize BYTES] [--delay S] [--stall-verify MARKER]
                             [--batch JOBS.json RESULTS.json] [-- ARGS...]
 
-``--delay`` makes each model pass sleep (a slow model to interrupt); ``--stall-verify`` holds every
-writer before it checks its finished file (to interrupt at that moment). ``--fsize`` sets
-``RLIMIT_FSIZE`` (and ignores SIGXFSZ, so a write past it fails with EFBIG instead of killing the
-process), which is how a full disk is staged. ``--batch`` runs many command lines in this one process
-(the fuzz test: importing torch once, not hundreds of times); each job is ``{"argv": [...], "timeout":
-s}`` and its result ``{"code", "stdout", "stderr", "crash", "seconds"}``, where ``crash`` holds the
-traceback of an error the CLI did not turn into a message, or ``"hang"`` when the job ran past its time.
+``--delay`` makes each model pass sleep (a slow model to interrupt); with ``TOY_NICENESS_FILE`` set in
+the environment, each pass writes its process's niceness there (where a Ray worker runs).
+``--stall-verify`` holds every writer before it checks its finished file (to interrupt at that moment).
+``--fsize`` sets ``RLIMIT_FSIZE`` (and ignores SIGXFSZ, so a write past it fails with EFBIG instead
+of killing the process), which is how a full disk is staged. ``--batch`` runs many command lines in
+this one process (the fuzz test: importing torch once, not hundreds of times); each job is
+``{"argv": [...], "timeout": s}`` and its result ``{"code", "stdout", "stderr", "crash", "seconds"}``,
+where ``crash`` holds the traceback of an error the CLI did not turn into a message, or ``"hang"``
+when the job ran past its time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import resource
 import signal
 import sys
@@ -48,6 +51,8 @@ def _install_toy_model(radius: int, delay: float) -> None:
     class Slow(ToySequence):
         def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
             time.sleep(delay)
+            if report := os.environ.get("TOY_NICENESS_FILE"):  # where the pass ran: a Ray worker's priority
+                Path(report).write_text(str(os.nice(0)))
             return super().forward(x)
 
     resolve.resolve_weights = lambda model, weights, offline=None: Path("toy")  # type: ignore[assignment]

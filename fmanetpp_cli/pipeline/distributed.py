@@ -68,6 +68,8 @@ RAY_REQUIREMENT = "ray==2.60.0"
 DEFAULT_CPUS_PER_WORKER = 2
 # Ray's environment switch that keeps a local instance on the loopback interface (read when ray is imported).
 _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Ray's configuration of its workers' niceness, read from the environment when an instance starts.
+_NICENESS_ENV = "RAY_worker_niceness"
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,11 @@ def ray_session(cluster: RayCluster) -> Iterator[ModuleType]:
             try:
                 ray.init(address="auto", **quiet)  # a cluster `ray start` left on this machine
             except ConnectionError:
+                # Ray runs its workers at niceness 15, so on a machine doing anything else they get a
+                # sliver of the CPU (with two busy processes on 2 cores, importing torch in a worker took
+                # 49 s instead of 1.8 s). Workers of a local instance started for this restore run at the
+                # user's priority instead; a cluster keeps its own setting (`RAY_worker_niceness`).
+                os.environ.setdefault(_NICENESS_ENV, "0")
                 ray.init(num_cpus=cluster.local_cpus, include_dashboard=False, **quiet)
         else:
             ray.init(address=named, **quiet)  # never a local instance instead of the one asked for
