@@ -19,12 +19,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import av
 import media
 import pytest
 import torch
 from toy_models import ToySequence
-from video_checks import StopAfter, packets
+from video_checks import StopAfter, content
 
 import fmanetpp_cli.pipeline.resume as resume
 from fmanetpp_cli.cli._signals import interrupt_message
@@ -65,13 +64,6 @@ def _stop(args: list[str], ready: Callable[[], bool], signum: int, *extra: str) 
     finally:
         proc.kill()
         proc.wait()
-
-
-def _content(path: Path) -> tuple[list[tuple[int, bytes]], list[tuple[bytes, float | None, float]]]:
-    """Decoded video frames (pts, RGB bytes) and audio packets of a file."""
-    with av.open(str(path)) as c:
-        frames = [(f.pts, f.to_ndarray(format="rgb24").tobytes()) for f in c.decode(video=0)]
-    return frames, packets(path, "audio")
 
 
 def _segments(out: Path) -> list[str]:
@@ -134,7 +126,7 @@ def test_stopped_run_resumes_to_the_same_file(
     done = _run([*_args(src, out), "--resume"])
     assert done.returncode == 0, done.stderr
     assert not folder.exists()
-    assert _content(out) == _content(ref)
+    assert content(out) == content(ref)
 
 
 @pytest.mark.slow
@@ -191,9 +183,9 @@ def test_in_process_resume_equals_one_run(
         restore_video(src, out, replace(opts, resume=True), ToySequence(radius=1, seed=1))
     report = restore_video(src, out, replace(opts, resume=True), model)
     assert not work_folder(out).exists()
-    assert report.frames == len(_content(ref)[0])
+    assert report.frames == len(content(ref)[0])
     assert probe(out).fps == probe(ref).fps == probe(src).fps  # the frame rate survives the join
-    a, b = _content(out), _content(ref)
+    a, b = content(out), content(ref)
     assert [p for p, _ in a[0]] == [p for p, _ in b[0]]
     assert all(x == y for (_, x), (_, y) in zip(a[0], b[0], strict=True))  # decoded pixels
     assert a[1] == b[1]
@@ -225,7 +217,7 @@ def test_resume_keeps_the_tile_the_memory_fallback_reached(
     assert restore_video(src, ref, opts, model).tile == 16
     model.max_side = 10_000
     restore_video(src, whole, opts, model)
-    assert _content(ref)[0] != _content(whole)[0]  # the tile shows in the pixels, so the check below can fail
+    assert content(ref)[0] != content(whole)[0]  # the tile shows in the pixels, so the check below can fail
     out = tmp_path / "out.mkv"
     model.max_side = 16
     with pytest.raises(KeyboardInterrupt):
@@ -233,7 +225,7 @@ def test_resume_keeps_the_tile_the_memory_fallback_reached(
     assert len(_segments(out)) >= 1
     model.max_side = 10_000  # memory is plentiful now
     report = restore_video(src, out, replace(opts, resume=True), model)
-    assert report.tile == 16 and _content(out) == _content(ref)
+    assert report.tile == 16 and content(out) == content(ref)
 
 
 def test_broken_input_does_not_keep_the_work_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,14 +14,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from cli_run import run_cli
 from media import AudioSpec, make_clip
 from torch import nn
 from toy_models import ToySequence, ToyWindow
-from video_checks import StopAfter, leftovers, packets
+from video_checks import StopAfter, content, leftovers, packets
 
 import fmanetpp_cli.pipeline.resume as resume
 from fmanetpp_cli.errors import ConfigError, MissingExtraError, ResumeError
@@ -151,13 +150,6 @@ def test_ray_without_the_extra_is_one_clear_error(
     assert not (tmp_path / "out").exists()
 
 
-def _content(path: Path) -> tuple[list[tuple[int, bytes]], list[tuple[bytes, float | None, float]]]:
-    """Every decoded video frame (pts, pixels) and every audio packet of a file."""
-    with av.open(str(path)) as c:
-        frames = [(f.pts, f.to_ndarray(format="rgb24").tobytes()) for f in c.decode(video=0)]
-    return frames, packets(path, "audio")
-
-
 def test_a_stopped_split_run_resumes_without_redoing_finished_segments(
     clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -183,7 +175,7 @@ def test_a_stopped_split_run_resumes_without_redoing_finished_segments(
     assert min(c.keep_stop for job in jobs for c in job.chunks) > finished, "no finished segment was redone"
     assert seen == sorted(seen) and seen[-1] == frames == 21, "progress counts the kept frames too"
     assert not work_folder(out).exists()
-    assert _content(out) == _content(ref)
+    assert content(out) == content(ref)
 
 
 @pytest.mark.parametrize("first", ["one-process", "split"])
@@ -208,7 +200,7 @@ def test_a_run_stopped_in_one_mode_resumes_in_the_other(
         restore_video(clip, out, again, model)
     else:
         _split(clip, out, again, model, 3)
-    assert _content(out) == _content(ref)
+    assert content(out) == content(ref)
 
 
 def test_a_cuda_index_with_ray_is_refused_before_ray_starts(clip: Path, tmp_path: Path) -> None:

@@ -73,3 +73,10 @@ class StopAfter:
     def __call__(self, done: int, total: int | None) -> None:
         if done >= self.frames:
             raise KeyboardInterrupt
+
+
+def content(path: Path) -> tuple[list[tuple[int, bytes]], list[tuple[bytes, float | None, float]]]:
+    """Every decoded video frame (pts, RGB bytes) and every audio packet of a file."""
+    with av.open(str(path)) as c:
+        frames = [(f.pts, f.to_ndarray(format="rgb24").tobytes()) for f in c.decode(video=0)]
+    return frames, packets(path, "audio")

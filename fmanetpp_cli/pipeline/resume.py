@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,8 @@ from torch import nn
 
 from fmanetpp_cli.errors import ResumeError, VideoWriteError
 from fmanetpp_cli.pipeline.options import RestoreOptions
-from fmanetpp_cli.video import EncodeOptions, VideoInfo, VideoWriter
+from fmanetpp_cli.video import EncodeOptions, VideoInfo, VideoWriter, WriteResult
+from fmanetpp_cli.video.concat import join_segments
 from fmanetpp_cli.video.verify import NO_ROOM
 
 # Frames per segment: the unit of work a resume keeps (a few seconds of video).
@@ -252,35 +252,42 @@ class WorkFolder:
             self.remove()
 
 
-def segment_writer(
-    path: Path, output: Path, *, info: VideoInfo, encode: EncodeOptions, width: int, height: int,
-    end: float | None,
-) -> VideoWriter:  # fmt: skip
-    """The `VideoWriter` of one segment of ``output``: the video alone, at the source's timestamps (the
-    join applies the time range's shift), errors naming ``output``. Every restore path writes its
-    segments with this one call, so a run stopped in one mode can be resumed in another."""
-    return VideoWriter(
-        path, source=None, info=info, options=encode, overwrite=False, width=width, height=height,
-        start=None, end=end, label=output,
-    )  # fmt: skip
-
-
 class SegmentSink:
-    """Writes restored frames into the work folder's segments, in order, skipping finished ones.
+    """Writes restored frames into the work folder's segments, in order, skipping finished ones, and joins
+    them into the output at the end.
 
-    It runs on the encode thread; segment ``k`` holds frames ``k * SEGMENT_FRAMES`` onwards.
+    It runs on the encode thread; segment ``k`` holds frames ``k * SEGMENT_FRAMES`` onwards. A segment is
+    the video alone, at the source's timestamps (the join applies the time range's shift), with errors
+    naming the user's output. Every restore path (one process, split over workers) writes and joins its
+    segments through this class, so a run stopped in one mode can be resumed in another.
 
     Args:
         work: the work folder (its ``done`` segments are skipped).
-        open_writer: makes a `VideoWriter` for a segment path (video only, source timestamps).
+        info: ``probe`` of the source.
+        encode: the encoder settings.
+        width, height: the restored frame size.
+        end: the time range's end (seconds), or None.
     """
 
-    def __init__(self, work: WorkFolder, open_writer: Callable[[Path], VideoWriter]) -> None:
+    def __init__(
+        self, work: WorkFolder, *, info: VideoInfo, encode: EncodeOptions, width: int, height: int,
+        end: float | None,
+    ) -> None:  # fmt: skip
         self.work = work
-        self.open_writer = open_writer
+        self.info = info
+        self.encode = encode
+        self.size = (width, height)
+        self.end = end
         self.current: VideoWriter | None = None
         self.current_k = -1
         self.warnings: list[str] = []
+
+    def _open(self, path: Path) -> VideoWriter:
+        width, height = self.size
+        return VideoWriter(
+            path, source=None, info=self.info, options=self.encode, overwrite=False, width=width,
+            height=height, start=None, end=self.end, label=self.work.output,
+        )  # fmt: skip
 
     def write(self, index: int, image: np.ndarray, pts: int, state: TileState) -> None:
         """One restored frame; ``index`` counts from the first restored frame, ``state`` is the tile in
@@ -292,7 +299,7 @@ class SegmentSink:
             if self.current is not None:
                 self.work.record_tile(self.current_k, state)
                 self._commit(next_pts=pts)
-            self.current = self.open_writer(self.work.segment(k))
+            self.current = self._open(self.work.segment(k))
             self.current_k = k
         assert self.current is not None
         self.current.write(image, pts)
@@ -309,6 +316,15 @@ class SegmentSink:
         """Commit the last segment (its last frame lasts as the source's does)."""
         if self.current is not None:
             self._commit(next_pts=None)
+
+    def join(self, source: Path, *, start: float | None, overwrite: bool, frames: int) -> WriteResult:
+        """Commit the last segment, then write the output from every segment and the other streams of
+        ``source`` (`video.concat.join_segments`); ``frames`` is how many the segments must hold."""
+        self.finish()
+        return join_segments(
+            self.work.segments(), self.work.output, source=source, info=self.info, options=self.encode,
+            overwrite=overwrite, start=start, end=self.end, warnings=self.warnings, frames=frames,
+        )  # fmt: skip
 
     def abort(self) -> None:
         """Delete the segment in progress (finished ones stay)."""

@@ -33,7 +33,7 @@ from fmanetpp_cli.pipeline.engine import ChunkRestorer, frames_to_tensor, measur
 from fmanetpp_cli.pipeline.oom import PassStats, restore_in_passes
 from fmanetpp_cli.pipeline.options import RestoreOptions
 from fmanetpp_cli.pipeline.plan import model_traits, plan_restore
-from fmanetpp_cli.pipeline.resume import SegmentSink, TileState, WorkFolder, fingerprint, segment_writer
+from fmanetpp_cli.pipeline.resume import SegmentSink, TileState, WorkFolder, fingerprint
 from fmanetpp_cli.pipeline.scenes import SceneCutDetector
 from fmanetpp_cli.pipeline.stream import BackgroundWriter, Prefetcher, StageTimes
 from fmanetpp_cli.pipeline.windows import Chunk, ChunkPlanner
@@ -47,7 +47,6 @@ from fmanetpp_cli.video import (
     check_output,
     probe,
 )
-from fmanetpp_cli.video.concat import join_segments
 
 _logger = logging.getLogger(__name__)
 
@@ -239,11 +238,7 @@ def restore_video(
         sink: SegmentSink | None = None
         writer: VideoWriter | None = None
         if work is not None:
-            open_segment = functools.partial(
-                segment_writer, output=output_path, info=info, encode=encode, width=out_w, height=out_h,
-                end=opts.end,
-            )  # fmt: skip
-            sink = SegmentSink(work, open_segment)
+            sink = SegmentSink(work, info=info, encode=encode, width=out_w, height=out_h, end=opts.end)
             stack.callback(sink.abort)  # runs after the encode thread has stopped (LIFO)
         else:
             writer = stack.enter_context(open_writer(output_path, out_w, out_h))
@@ -302,13 +297,8 @@ def restore_video(
         buffer.clear()
         encoder.close()
         finishing = time.perf_counter()
-        if sink is not None and work is not None:
-            sink.finish()
-            result = join_segments(
-                work.segments(), output_path, source=input_path, info=info, options=encode,
-                overwrite=opts.overwrite, start=opts.start, end=opts.end, warnings=sink.warnings,
-                frames=done,
-            )  # fmt: skip
+        if sink is not None:
+            result = sink.join(input_path, start=opts.start, overwrite=opts.overwrite, frames=done)
         else:
             assert writer is not None
             result = writer.commit()

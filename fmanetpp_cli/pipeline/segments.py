@@ -42,12 +42,11 @@ from fmanetpp_cli.pipeline.engine import ChunkRestorer, measure_bytes_per_pixel
 from fmanetpp_cli.pipeline.oom import PassStats, restore_in_passes
 from fmanetpp_cli.pipeline.options import RestoreOptions
 from fmanetpp_cli.pipeline.plan import RestorePlan, model_traits, plan_restore
-from fmanetpp_cli.pipeline.resume import SegmentSink, WorkFolder, fingerprint, segment_writer
+from fmanetpp_cli.pipeline.resume import SegmentSink, WorkFolder, fingerprint
 from fmanetpp_cli.pipeline.runner import ProgressFn, RestoreReport, _expected_total
 from fmanetpp_cli.pipeline.scenes import SceneCutDetector
 from fmanetpp_cli.pipeline.windows import Chunk, ChunkPlanner
 from fmanetpp_cli.video import EncodeOptions, VideoInfo, VideoReader, check_output, probe
-from fmanetpp_cli.video.concat import join_segments
 
 
 def plan_for(model: nn.Module, height: int, width: int, options: RestoreOptions) -> RestorePlan:
@@ -228,11 +227,9 @@ def restore_split(
     with ExitStack() as stack:
         stack.enter_context(work)  # exits last: removes the folder, or keeps it for --resume
         reader = stack.enter_context(VideoReader(input_path, start=options.start, end=options.end, info=info))
-        open_segment = functools.partial(
-            segment_writer, output=output_path, info=info, encode=encode, width=plan.out_width,
-            height=plan.out_height, end=options.end,
-        )  # fmt: skip
-        sink = SegmentSink(work, open_segment)
+        sink = SegmentSink(
+            work, info=info, encode=encode, width=plan.out_width, height=plan.out_height, end=options.end
+        )
         stack.callback(sink.abort)
 
         def write_oldest() -> None:
@@ -290,12 +287,7 @@ def restore_split(
         images.clear()
         while pending:
             write_oldest()
-        sink.finish()
-        result = join_segments(
-            work.segments(), output_path, source=input_path, info=info, options=encode,
-            overwrite=options.overwrite, start=options.start, end=options.end, warnings=sink.warnings,
-            frames=done,
-        )  # fmt: skip
+        result = sink.join(input_path, start=options.start, overwrite=options.overwrite, frames=done)
 
     return RestoreReport(
         input=input_path,
